@@ -58,10 +58,12 @@ def intersect(box_a: tf.Tensor, box_b: tf.Tensor) -> tf.Tensor:
     """
     box_a = tf.convert_to_tensor(box_a)
     box_b = tf.convert_to_tensor(box_b, dtype=box_a.dtype)
-    max_xy = tf.minimum(box_a[..., :, None, 2:], box_b[..., None, :, 2:])
-    min_xy = tf.maximum(box_a[..., :, None, :2], box_b[..., None, :, :2])
-    wh = tf.maximum(max_xy - min_xy, 0.0)
-    return wh[..., 0] * wh[..., 1]
+    # Per-coordinate [..., A, 1] x [..., 1, B] broadcasting (faster than [..., A, B, 2] slices, same arithmetic).
+    ax1, ay1, ax2, ay2 = tf.unstack(box_a[..., :, None, :], 4, axis=-1)
+    bx1, by1, bx2, by2 = tf.unstack(box_b[..., None, :, :], 4, axis=-1)
+    w = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
+    h = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
+    return w * h
 
 
 def jaccard(box_a: tf.Tensor, box_b: tf.Tensor, iscrowd: bool = False) -> tf.Tensor:
@@ -224,9 +226,8 @@ def match(
     num_gt = g if num_gt is None else tf.minimum(tf.cast(num_gt, tf.int32), g)
 
     decoded_anchors = point_form(anchors)
-    row_valid = tf.range(g) < num_gt
-    # [G, N]; padding rows at -1 so they never win while a valid row exists.
-    overlaps = tf.where(row_valid[:, None], jaccard(gt_boxes, decoded_anchors), -1.0)
+    # [num_gt, N]: only the valid rows (padding is never looked at).
+    overlaps = jaccard(gt_boxes[:num_gt], decoded_anchors)
     has_gt = num_gt > 0
     best_overlap = tf.cond(
         has_gt, lambda: tf.reduce_max(overlaps, axis=0), lambda: tf.zeros([n], tf.float32)
