@@ -26,6 +26,8 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
+from data.label_map import LABEL_MAP_FILENAME  # noqa: F401  (re-exported; defined once in label_map)
+
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"
 IMAGE_SOURCE_ID = "image/source_id"
@@ -41,8 +43,6 @@ CLASS_TEXT = "image/object/class/text"
 IS_CROWD = "image/object/is_crowd"
 AREA = "image/object/area"
 MASK = "image/object/mask"
-
-LABEL_MAP_FILENAME = "label_map.json"
 
 
 def _bytes(values: Sequence[bytes]) -> tf.train.Feature:

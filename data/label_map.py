@@ -1,0 +1,194 @@
+"""``label_map.json``: a dataset's category ids <-> the contiguous training index.
+
+Format (docs/architecture.md)::
+
+    {"num_classes": 81,
+     "categories": [{"id": 1, "name": "person", "index": 1}, ...]}
+
+``id`` is the dataset's own category id (stored in the TFRecords as ``image/object/class/label``, written to COCO
+results json, returned by the SavedModel as ``detection_classes``). ``index`` is the contiguous training index
+1..C-1, the network's class channel (0 is background), so ``num_classes`` = number of categories + 1. Categories
+are ordered by id, as the original's COCO label map (original: data/config.py COCO_LABEL_MAP, where
+``label_map[id] - 1`` is the 0-based class and the class channel is that + 1; data/coco.py get_label_map). For a
+dataset whose ids are 1..n (Pascal SBD, where the original uses ``label_map None``) the index equals the id.
+
+This module has no TensorFlow dependency; :meth:`LabelMap.id_to_index_array` gives a dense lookup vector for graph
+code (``tf.gather(tf.constant(arr), labels)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+LABEL_MAP_FILENAME = "label_map.json"
+
+
+class LabelMapError(ValueError):
+    """A category list or label_map.json is malformed (one-line message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Category:
+    """One category: dataset ``id``, ``name`` and contiguous training ``index`` (1-based class channel)."""
+
+    id: int
+    name: str
+    index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMap:
+    """Immutable mapping between dataset category ids, names and contiguous training indices.
+
+    Attributes:
+      categories: ordered by id; ``categories[i].index == i + 1``.
+    """
+
+    categories: Tuple[Category, ...]
+
+    def __post_init__(self):
+        ids = [c.id for c in self.categories]
+        if not ids:
+            raise LabelMapError("label map has no categories")
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise LabelMapError(f"duplicate category ids {dup}")
+        if ids != sorted(ids):
+            raise LabelMapError("categories must be ordered by id")
+        if [c.index for c in self.categories] != list(range(1, len(ids) + 1)):
+            raise LabelMapError("category indices must be 1..n in id order")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background (number of categories + 1), the model's ``num_classes``."""
+        return len(self.categories) + 1
+
+    @property
+    def ids(self) -> List[int]:
+        """Dataset category ids in index order (``ids[index - 1]``)."""
+        return [c.id for c in self.categories]
+
+    @property
+    def names(self) -> List[str]:
+        """Category names in index order (``names[index - 1]``); foreground classes only."""
+        return [c.name for c in self.categories]
+
+    def id_to_index(self, category_id: int) -> int:
+        """Dataset category id -> training index 1..C-1. Raises KeyError for an unknown id."""
+        return self._by_id()[int(category_id)].index
+
+    def index_to_id(self, index: int) -> int:
+        """Training index 1..C-1 -> dataset category id. Raises KeyError for index 0 (background) or out of range."""
+        index = int(index)
+        if not 1 <= index <= len(self.categories):
+            raise KeyError(f"class index {index} not in 1..{len(self.categories)}")
+        return self.categories[index - 1].id
+
+    def index_to_name(self, index: int) -> str:
+        """Training index 1..C-1 -> category name. Raises KeyError as :meth:`index_to_id`."""
+        self.index_to_id(index)
+        return self.categories[int(index) - 1].name
+
+    def id_to_name(self, category_id: int) -> str:
+        """Dataset category id -> name. Raises KeyError for an unknown id."""
+        return self._by_id()[int(category_id)].name
+
+    def has_id(self, category_id: int) -> bool:
+        """Whether ``category_id`` is one of the dataset's categories."""
+        return int(category_id) in self._by_id()
+
+    def id_to_index_array(self) -> np.ndarray:
+        """Dense lookup vector, int32 [max_id + 1]: ``arr[id]`` = training index, -1 for ids with no category."""
+        arr = np.full([max(self.ids) + 1], -1, np.int32)
+        for c in self.categories:
+            arr[c.id] = c.index
+        return arr
+
+    def index_to_id_array(self) -> np.ndarray:
+        """Dense lookup vector, int32 [C]: ``arr[index]`` = dataset category id, ``arr[0]`` = 0 (background)."""
+        return np.asarray([0] + self.ids, np.int32)
+
+    def to_json_dict(self) -> Dict:
+        """The ``label_map.json`` content as a dict."""
+        return {
+            "num_classes": self.num_classes,
+            "categories": [{"id": c.id, "name": c.name, "index": c.index} for c in self.categories],
+        }
+
+    def _by_id(self) -> Mapping[int, Category]:
+        cache = self.__dict__.get("_by_id_cache")
+        if cache is None:
+            cache = {c.id: c for c in self.categories}
+            object.__setattr__(self, "_by_id_cache", cache)
+        return cache
+
+
+def from_categories(categories: Iterable[Mapping]) -> LabelMap:
+    """Label map from a COCO json's ``categories`` list (dicts with ``id`` and ``name``, any order).
+
+    Categories are sorted by id and given indices 1..n.
+
+    Raises:
+      LabelMapError: empty list, an entry without an integer ``id`` or a string ``name``, or duplicate ids.
+    """
+    cats = []
+    for c in categories:
+        if not isinstance(c, Mapping) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool):
+            raise LabelMapError(f"category entry without an integer 'id': {str(c)[:80]}")
+        if not isinstance(c.get("name"), str):
+            raise LabelMapError(f"category {c['id']} has no string 'name'")
+        cats.append((c["id"], c["name"]))
+    cats.sort(key=lambda t: t[0])
+    return LabelMap(tuple(Category(id=i, name=n, index=k + 1) for k, (i, n) in enumerate(cats)))
+
+
+def from_names(names: Sequence[str]) -> LabelMap:
+    """Label map for a dataset whose category ids are 1..n in the given order (e.g. Pascal SBD's 20 classes)."""
+    return from_categories([{"id": i + 1, "name": n} for i, n in enumerate(names)])
+
+
+def write_label_map(path: str | os.PathLike, label_map: LabelMap) -> None:
+    """Write ``label_map.json`` to ``path`` (a file path, or a directory to write ``label_map.json`` into)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, LABEL_MAP_FILENAME)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(label_map.to_json_dict(), f, indent=1)
+        f.write("\n")
+
+
+def read_label_map(path: str | os.PathLike) -> LabelMap:
+    """Read ``label_map.json`` from ``path`` (the file, or the TFRecord directory holding it).
+
+    Raises:
+      FileNotFoundError: no such file.
+      LabelMapError: not valid json, categories malformed or not indexed 1..n in id order, or ``num_classes``
+        inconsistent with the categories.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, LABEL_MAP_FILENAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"label map not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LabelMapError(f"cannot read label map {path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise LabelMapError(f"{path}: expected an object with a 'categories' list")
+    try:
+        cats = tuple(Category(id=int(c["id"]), name=str(c["name"]), index=int(c["index"])) for c in data["categories"])
+    except (KeyError, TypeError, ValueError):
+        raise LabelMapError(f"{path}: every category needs 'id', 'name' and 'index'") from None
+    label_map = LabelMap(cats)
+    if "num_classes" in data and data["num_classes"] != label_map.num_classes:
+        raise LabelMapError(
+            f"{path}: num_classes {data['num_classes']} != {len(cats)} categories + background"
+        )
+    return label_map
