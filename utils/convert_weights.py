@@ -1,0 +1,294 @@
+"""Convert an original YOLACT / ImageNet-backbone state_dict into a Keras ``.weights.h5``.
+
+Usage::
+
+    python -m utils.convert_weights -src yolact_resnet50_54_800000.pth -config yolact_resnet50 \
+        -out yolact_resnet50.weights.h5
+    python -m utils.convert_weights -src resnet50-19c8e357.pth -config yolact_resnet50 -out r50_imagenet.weights.h5
+    python -m utils.convert_weights -src ../shared/weights/efficientnet-lite0-57934424.npz \
+        -config yolact_efficientnet_lite0 -out lite0_imagenet.weights.h5
+
+Accepted sources (``load_state_dict_file``): ``.pth`` (PyTorch legacy or zip format; ``torch.load`` when torch is
+installed, else utils/torch_pickle.py) and ``.npz`` with the same keys (the fixture's ``sd/`` prefix is stripped,
+float16 is cast to float32). Kinds (``convert_state_dict``):
+
+* a full YOLACT state_dict (``backbone.*``, ``fpn.*``, ``proto_net.*``, ``prediction_layers.0.*``,
+  ``semantic_seg_conv.*``). As the original's ``Yolact.load_weights``, legacy ``backbone.layer*`` keys and
+  ``fpn.downsample_layers.{i}`` with i >= 2 are dropped.
+* a torchvision ImageNet ResNet (``conv1.*``, ``bn1.*``, ``layer{N}.*``, ``fc.*``): renamed as the original's
+  ``ResNetBackbone.init_backbone`` (``layer{N}.`` -> ``layers.{N-1}.``), ``fc.*`` dropped; backbone only.
+* the EfficientNet-Lite0 package file (``_conv_stem``, ``_bn0``, ``_blocks.*``): ``_conv_head``, top-level
+  ``_bn1`` and ``_fc`` (the classifier head) dropped; backbone only.
+
+Layouts: conv OIHW -> HWIO, depthwise [C, 1, kh, kw] -> [kh, kw, C, 1], BatchNorm weight/bias/running_mean/
+running_var -> gamma/beta/moving_mean/moving_variance (``num_batches_tracked`` ignored). Backbone-only sources
+leave the other layers at their glorot_uniform / zero-bias initialisation (original ``Yolact.init_weights``).
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import re
+import sys
+
+import numpy as np
+
+from utils import torch_pickle
+
+_BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+_MAX_LISTED = 12
+
+
+class WeightConversionError(ValueError):
+    """Missing, unexpected or mis-shaped keys, or an unrecognised state_dict."""
+
+
+def _listing(keys):
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f", ... ({len(keys)} in total)" if len(keys) > _MAX_LISTED else "")
+
+
+def _to_numpy(value):
+    """torch tensor / numpy array -> numpy array (float16/bfloat16 -> float32)."""
+    if hasattr(value, "detach"):  # a torch tensor (torch.load path)
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    arr = np.asarray(value)
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def _unwrap(obj, path):
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightConversionError(f"{path}: expected a state_dict (name -> tensor), got {type(obj).__name__}")
+    return obj
+
+
+def load_state_dict_file(path) -> "collections.OrderedDict[str, np.ndarray]":
+    """Read a state_dict from ``.pth`` (legacy or zip format) or ``.npz``.
+
+    Returns an OrderedDict original key -> numpy array (float16 cast to float32; an ``sd/`` key prefix, as in the
+    reference fixture, stripped).
+
+    Raises:
+      FileNotFoundError: no such file.
+      WeightConversionError: not a state_dict / unreadable format.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            raw = collections.OrderedDict((k, data[k]) for k in data.files)
+    else:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            torch = None
+        try:
+            if torch is not None:
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            else:
+                obj = torch_pickle.load(path)
+        except torch_pickle.TorchPickleError as exc:
+            raise WeightConversionError(f"{path}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds
+            raise WeightConversionError(f"{path}: cannot read as a PyTorch file ({type(exc).__name__}: {exc})") from None
+        raw = _unwrap(obj, path)
+    out = collections.OrderedDict()
+    for key, value in raw.items():
+        key = key[3:] if key.startswith("sd/") else key
+        out[key] = _to_numpy(value)
+    return out
+
+
+def detect_kind(state_dict) -> str:
+    """'yolact', 'torchvision_resnet' or 'efficientnet_lite' from the key names.
+
+    Raises:
+      WeightConversionError: none of these key patterns.
+    """
+    keys = list(state_dict)
+    if any(k.startswith("backbone.") for k in keys):
+        return "yolact"
+    if any(re.match(r"layer\d+\.", k) for k in keys) or "conv1.weight" in state_dict:
+        return "torchvision_resnet"
+    if any(k.startswith(("_conv_stem.", "_blocks.")) for k in keys):
+        return "efficientnet_lite"
+    raise WeightConversionError(f"unrecognised state_dict: keys start with {_listing(keys[:5])}")
+
+
+def to_yolact_keys(state_dict, kind, num_downsample=2):
+    """Rename / drop source keys into the original YOLACT state_dict naming (see module docstring)."""
+    out = collections.OrderedDict()
+    for key, value in state_dict.items():
+        if kind == "yolact":
+            if key.startswith("backbone.layer") and not key.startswith("backbone.layers"):
+                continue
+            m = re.match(r"fpn\.downsample_layers\.(\d+)\.", key)
+            if m and int(m.group(1)) >= num_downsample:
+                continue
+            out[key] = value
+        elif kind == "torchvision_resnet":
+            if key.startswith("fc."):
+                continue
+            m = re.match(r"layer(\d+)\.(.*)", key)
+            out["backbone." + (f"layers.{int(m.group(1)) - 1}.{m.group(2)}" if m else key)] = value
+        elif kind == "efficientnet_lite":
+            if key.startswith(("_fc.", "_conv_head.", "_bn1.")):
+                continue
+            out["backbone." + key] = value
+        else:
+            raise WeightConversionError(f"unknown state_dict kind {kind!r}")
+    return out
+
+
+def _keras_targets(model):
+    """{original key: (keras variable, layout)} for every weight of the (built) model."""
+    import keras
+
+    targets = {}
+    for prefix, layer in model.torch_weight_map():
+        if not layer.built:
+            raise WeightConversionError(f"layer {layer.name} is not built: call the model on an input first")
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for param, var in zip(_BN_PARAMS, (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)):
+                targets[f"{prefix}.{param}"] = (var, "vector")
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            targets[f"{prefix}.weight"] = (layer.kernel, "depthwise")
+            if layer.use_bias:
+                targets[f"{prefix}.bias"] = (layer.bias, "vector")
+        elif isinstance(layer, keras.layers.Conv2D):
+            targets[f"{prefix}.weight"] = (layer.kernel, "conv")
+            if layer.use_bias:
+                targets[f"{prefix}.bias"] = (layer.bias, "vector")
+        else:
+            raise WeightConversionError(f"no conversion rule for layer {layer.name} ({type(layer).__name__})")
+    return targets
+
+
+def _to_keras_layout(array, layout):
+    if layout == "conv" and array.ndim == 4:
+        return np.transpose(array, (2, 3, 1, 0))  # OIHW -> HWIO
+    if layout == "depthwise" and array.ndim == 4:
+        return np.transpose(array, (2, 3, 0, 1))  # [C, 1, kh, kw] -> [kh, kw, C, 1]
+    return array
+
+
+def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
+    """Assign an original state_dict to a built :class:`yolact.model.Yolact`.
+
+    Args:
+      state_dict: mapping key -> array (from :func:`load_state_dict_file`); any kind :func:`detect_kind` knows.
+      model: a built Yolact (e.g. ``yolact.model.build_model(cfg)``).
+      cfg: the model's config (defaults to ``model.cfg``).
+      backbone_only: load only ``backbone.*`` (other source keys are ignored, other model weights keep their
+        initialisation). Implied for ImageNet backbone files.
+
+    Returns:
+      dict with ``kind``, ``loaded`` (number of tensors assigned) and ``ignored`` (source keys not used because of
+      ``backbone_only``).
+
+    Raises:
+      WeightConversionError: keys missing from the source, unexpected source keys, or shape mismatches, each
+        naming the keys; nothing is assigned in that case.
+    """
+    cfg = model.cfg if cfg is None else cfg
+    kind = detect_kind(state_dict)
+    renamed = to_yolact_keys(state_dict, kind)
+    renamed = collections.OrderedDict((k, v) for k, v in renamed.items() if not k.endswith(".num_batches_tracked"))
+    backbone_only = backbone_only or kind != "yolact"
+    targets = _keras_targets(model)
+    ignored = []
+    if backbone_only:
+        targets = {k: v for k, v in targets.items() if k.startswith("backbone.")}
+        ignored = [k for k in renamed if not k.startswith("backbone.")]
+        renamed = collections.OrderedDict((k, v) for k, v in renamed.items() if k.startswith("backbone."))
+    missing = set(targets) - set(renamed)
+    unexpected = set(renamed) - set(targets)
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    converted, mismatched = {}, []
+    for key in set(targets) & set(renamed):
+        var, layout = targets[key]
+        value = _to_keras_layout(np.asarray(renamed[key]), layout)
+        if tuple(value.shape) != tuple(var.shape):
+            mismatched.append(f"{key} {tuple(renamed[key].shape)} -> {tuple(value.shape)} vs model {tuple(var.shape)}")
+        else:
+            converted[key] = value
+    if mismatched:
+        problems.append(f"shape mismatch ({len(mismatched)}): {_listing(mismatched)}")
+    if problems:
+        raise WeightConversionError(
+            f"state_dict ({kind}) does not fit config {cfg.name!r} (backbone {cfg.model.backbone}, "
+            f"{cfg.num_classes} classes): " + "; ".join(problems)
+        )
+    for key, value in converted.items():
+        var = targets[key][0]
+        var.assign(value.astype(var.dtype))
+    return {"kind": kind, "loaded": len(converted), "ignored": ignored}
+
+
+def convert_file(src, config_name, out, num_classes=None, backbone_only=False):
+    """Read ``src``, build the ``config_name`` model, assign, and save ``out`` (must end in ``.weights.h5``).
+
+    Returns the :func:`convert_state_dict` summary. Raises ValueError (bad arguments), FileNotFoundError,
+    WeightConversionError.
+    """
+    from config import get_config
+    from yolact.model import build_model
+
+    if not str(out).endswith(".weights.h5"):
+        raise ValueError(f"-out must end with .weights.h5 (Keras 3 weights format), got {out}")
+    cfg = get_config(config_name, num_classes=num_classes)
+    state_dict = load_state_dict_file(src)
+    model = build_model(cfg, freeze_bn=True)
+    summary = convert_state_dict(state_dict, model, cfg, backbone_only=backbone_only)
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(out))
+    return summary
+
+
+def main(argv):
+    from absl import flags
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"convert_weights: unexpected arguments {argv[1:]}")
+    try:
+        summary = convert_file(f.src, f.config, f.out, num_classes=f.num_classes, backbone_only=f.backbone_only)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"convert_weights: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    what = "backbone only" if summary["kind"] != "yolact" or f.backbone_only else "full model"
+    print(
+        f"converted {summary['loaded']} tensors ({summary['kind']}, {what}) from {f.src} "
+        f"for {f.config} -> {f.out}" + (f"; ignored {len(summary['ignored'])} non-backbone keys" if summary["ignored"] else "")
+    )
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("src", None, "source state_dict: .pth (legacy or zip) or .npz", required=True)
+    flags.DEFINE_string("config", None, "config preset, e.g. yolact_resnet50", required=True)
+    flags.DEFINE_string("out", None, "output Keras weights, must end with .weights.h5", required=True)
+    flags.DEFINE_integer("num_classes", None, "classes incl. background (default: the config's)")
+    flags.DEFINE_bool("backbone_only", False, "load only backbone.* keys from a full YOLACT state_dict")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

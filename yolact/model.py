@@ -1,0 +1,169 @@
+"""The YOLACT network as a subclassed ``keras.Model``.
+
+original: yolact.py Yolact (forward, freeze_bn). Usage::
+
+    from config import get_config
+    from yolact.model import Yolact, build_model
+    model = Yolact(get_config("yolact_resnet50"))         # unbuilt
+    model = build_model(get_config("yolact_resnet50"))    # built on a dummy batch, ready for load_weights
+    out = model(images, training=False)                   # dict loc, conf, mask, proto, segm (float32)
+    model.anchors                                         # float32 [N, 4] relative cx, cy, w, h
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from yolact.anchors import make_anchors
+from yolact.backbones import build_backbone
+from yolact.backbones.layers import set_bn_frozen
+from yolact.fpn import FPN
+from yolact.head import PredictionHead, semantic_seg_conv
+from yolact.protonet import ProtoNet
+
+FEATURE_KEYS = ("C3", "C4", "C5", "P3", "P4", "P5", "P6", "P7")
+OUTPUT_KEYS = ("loc", "conf", "mask", "proto", "segm")
+# The original freezes BN when batch_size // num_gpus < 6 (train.py, module level).
+AUTO_FREEZE_BELOW = 6
+
+
+def should_freeze_bn(cfg, per_replica_batch: int) -> bool:
+    """Whether BatchNorm must be frozen for training: ``cfg.model.freeze_bn`` True/False, or 'auto' = batch < 6.
+
+    Args:
+      cfg: a YolactConfig.
+      per_replica_batch: images per replica (global batch // replicas).
+
+    Raises:
+      ValueError: ``cfg.model.freeze_bn`` is neither a bool nor 'auto'.
+    """
+    policy = cfg.model.freeze_bn
+    if isinstance(policy, bool):
+        return policy
+    if policy == "auto":
+        return int(per_replica_batch) < AUTO_FREEZE_BELOW
+    raise ValueError(f"model.freeze_bn must be True, False or 'auto', got {policy!r}")
+
+
+class Yolact(keras.Model):
+    """YOLACT: backbone -> FPN P3..P7 -> shared head per level + protonet on P3 + semantic conv on P3.
+
+    Args:
+      cfg: a YolactConfig (backbone, img_size, fpn_channels, num_mask, num_classes, anchors).
+      freeze_bn: True freezes every backbone BatchNorm (inference mode, gamma/beta not trainable), as the
+        original's ``Yolact.freeze_bn``; False trains them. None takes ``cfg.model.freeze_bn`` when it is a bool and
+        leaves BN trainable for 'auto' (train.py decides with :func:`should_freeze_bn` and calls
+        :meth:`set_bn_frozen`).
+
+    Call ``model(images, training=None, return_features=False)``:
+      images: float [B, S, S, 3], normalized RGB ``(x - mean_rgb) / std_rgb``, S = ``cfg.model.img_size``.
+      Returns a dict of float32 tensors (also under a mixed-precision policy):
+        ``loc`` [B, N, 4] encoded box offsets, ``conf`` [B, N, C] class logits (0 = background),
+        ``mask`` [B, N, K] tanh coefficients, ``proto`` [B, Hp, Wp, K] ReLU prototypes,
+        ``segm`` [B, H3, W3, C - 1] semantic logits; with ``return_features`` also ``C3``..``C5``, ``P3``..``P7``.
+      Row n of loc/conf/mask belongs to ``model.anchors[n]``.
+
+    Raises (at call):
+      ValueError: the input side differs from ``cfg.model.img_size``, or the FPN level sides differ from
+        ``cfg.feature_map_sizes()`` (then the anchors would not line up with the predictions).
+    """
+
+    def __init__(self, cfg, freeze_bn=None, **kwargs):
+        kwargs.setdefault("name", cfg.name)
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        m = cfg.model
+        self.backbone = build_backbone(cfg)
+        self.fpn = FPN(m.fpn_channels, name="fpn")
+        self.proto_net = ProtoNet(m.fpn_channels, m.num_mask, name="proto_net")
+        self.head = PredictionHead(
+            m.num_classes, cfg.anchors.num_anchors_per_location, m.num_mask, m.fpn_channels, name="prediction_head"
+        )
+        self.semantic_seg_conv = semantic_seg_conv(m.num_classes)
+        self._anchors_np = make_anchors(cfg)
+        if freeze_bn is None:
+            freeze_bn = m.freeze_bn if isinstance(m.freeze_bn, bool) else False
+        self.set_bn_frozen(bool(freeze_bn))
+
+    @property
+    def anchors(self):
+        """float32 [N, 4] anchors, relative ``[cx, cy, w, h]``, in the prediction rows' order."""
+        return tf.constant(self._anchors_np)
+
+    @property
+    def bn_frozen(self) -> bool:
+        return self._bn_frozen
+
+    def set_bn_frozen(self, frozen: bool):
+        """Freeze / unfreeze every backbone BatchNorm (retrace any tf.function using the model afterwards)."""
+        set_bn_frozen(self.backbone.batch_norm_layers(), frozen)
+        self._bn_frozen = bool(frozen)
+
+    def _check_sizes(self, images, levels):
+        s = self.cfg.model.img_size
+        h, w = images.shape[1], images.shape[2]
+        if (h is not None and h != s) or (w is not None and w != s):
+            raise ValueError(f"input images are {h}x{w} but config {self.cfg.name!r} expects {s}x{s}")
+        expected = tuple(self.cfg.feature_map_sizes())
+        actual = tuple(level.shape[1] for level in levels)
+        if None not in actual and actual != expected:
+            raise ValueError(
+                f"FPN level sides {actual} differ from cfg.feature_map_sizes() {expected} for backbone "
+                f"{self.cfg.model.backbone!r} at {s}: the anchors would not match the predictions"
+            )
+
+    def call(self, images, training=None, return_features=False):
+        c3, c4, c5 = self.backbone(images, training=training)
+        levels = self.fpn((c3, c4, c5))
+        self._check_sizes(images, levels)
+        proto = self.proto_net(levels[0])
+        preds = [self.head(level) for level in levels]
+        out = {
+            "loc": keras.ops.concatenate([p[0] for p in preds], axis=1),
+            "conf": keras.ops.concatenate([p[1] for p in preds], axis=1),
+            "mask": keras.ops.concatenate([p[2] for p in preds], axis=1),
+            "proto": proto,
+            "segm": self.semantic_seg_conv(levels[0]),
+        }
+        if return_features:
+            out.update(zip(FEATURE_KEYS, (c3, c4, c5) + tuple(levels)))
+        return {k: keras.ops.cast(v, "float32") for k, v in out.items()}
+
+    def extract_features(self, images, training=False):
+        """Backbone and FPN features: dict C3, C4, C5, P3..P7 (float32 NHWC)."""
+        out = self(images, training=training, return_features=True)
+        return {k: out[k] for k in FEATURE_KEYS}
+
+    def torch_weight_map(self):
+        """[(original state_dict prefix, keras layer)] for every layer with weights, in the original's naming."""
+        return (
+            self.backbone.torch_weight_map("backbone.")
+            + self.fpn.torch_weight_map("fpn.")
+            + self.proto_net.torch_weight_map("proto_net.")
+            + self.head.torch_weight_map("prediction_layers.0.")
+            + [("semantic_seg_conv", self.semantic_seg_conv)]
+        )
+
+
+def build_model(cfg, freeze_bn=None, weights=None):
+    """A built :class:`Yolact` (called once on a zero batch [1, S, S, 3]), optionally loading ``weights``.
+
+    Args:
+      cfg: a YolactConfig.
+      freeze_bn: see :class:`Yolact`.
+      weights: optional path to a ``.weights.h5`` written by ``model.save_weights`` / utils/convert_weights.py.
+
+    Raises:
+      ValueError: the model's level sides disagree with the config (see :class:`Yolact`).
+      FileNotFoundError: ``weights`` does not exist.
+    """
+    model = Yolact(cfg, freeze_bn=freeze_bn)
+    s = cfg.model.img_size
+    model(np.zeros((1, s, s, 3), np.float32), training=False)
+    if weights is not None:
+        if not tf.io.gfile.exists(str(weights)):
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        model.load_weights(str(weights))
+    return model
