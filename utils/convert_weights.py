@@ -245,11 +245,11 @@ def convert_file(src, config_name, out, num_classes=None, backbone_only=False):
     Returns the :func:`convert_state_dict` summary. Raises ValueError (bad arguments), FileNotFoundError,
     WeightConversionError.
     """
+    if not str(out).endswith(".weights.h5"):
+        raise ValueError(f"-out must end with .weights.h5 (Keras 3 weights format), got {out}")
     from config import get_config
     from yolact.model import build_model
 
-    if not str(out).endswith(".weights.h5"):
-        raise ValueError(f"-out must end with .weights.h5 (Keras 3 weights format), got {out}")
     cfg = get_config(config_name, num_classes=num_classes)
     state_dict = load_state_dict_file(src)
     model = build_model(cfg, freeze_bn=True)
