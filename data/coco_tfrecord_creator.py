@@ -29,7 +29,7 @@ What is written, and what happens to bad input:
   output path that is not a dataset: one-line error on stderr, exit 1, nothing written;
 * output goes to a hidden temp directory next to OUTPUT_DIR and is renamed into place only when complete; an
   existing complete output is replaced only on success; ``-strict`` turns every skip into an error (exit 1, nothing
-  written); Ctrl-C exits 130 and removes the temp directory.
+  written); SIGINT / SIGTERM exit 130 / 143 and remove the temp directory.
 
 Images are decoded with Pillow (strict: truncated files are rejected, as TensorFlow's decoder would) in parallel
 worker processes (spawned, TensorFlow-free); the main process serializes and writes the records.
@@ -47,6 +47,7 @@ import multiprocessing
 import numbers
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -351,13 +352,19 @@ def _results(tasks: Sequence[Dict], num_workers: int) -> Iterator[Dict]:
         yield from map(encode_image, tasks)
         return
     ctx = multiprocessing.get_context("spawn")  # TensorFlow is loaded in this process: never fork it
-    executor = concurrent.futures.ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx)
+    executor = concurrent.futures.ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx,
+                                                      initializer=_ignore_sigint)
     try:
         chunk = max(1, min(16, len(tasks) // (4 * num_workers)))
         yield from executor.map(encode_image, tasks, chunksize=chunk)
         executor.shutdown(wait=True)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is handled by the main process alone (it cancels the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _write_split(plan: SplitPlan, directory: str, num_shards: int, num_workers: int, strict: bool,
@@ -564,9 +571,26 @@ def _define_flags() -> None:
     flags.DEFINE_bool("strict", False, "Treat every skipped image or annotation as an error (nothing written).")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` tells which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
 def main(argv: Sequence[str]) -> int:
-    """CLI entry: 0 on success, 1 on a fatal error (one line on stderr), 130 when interrupted."""
+    """CLI entry: 0 on success, 1 on a fatal error (one line on stderr), 128 + signal number on SIGINT (130) or
+    SIGTERM (143), after removing the partial output."""
     from absl import flags
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # keep it ignored where the caller chose so (nohup)
+            signal.signal(signum, _raise_interrupted)
 
     FLAGS = flags.FLAGS
     prog = "coco_tfrecord_creator"
@@ -586,9 +610,9 @@ def main(argv: Sequence[str]) -> int:
     except CreatorError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"{prog}: interrupted; nothing written", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
     print(format_summary(report))
     return 0
 
