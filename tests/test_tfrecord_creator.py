@@ -472,3 +472,28 @@ def test_interrupted_run_leaves_no_output(coco_mini, tmp_path, sig):
     else:
         assert proc.returncode == -signal.SIGKILL
         assert all(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir())  # only a hidden temp dir remains
+
+
+# ------------------------------------------------------------------------------------------------ bundled sample
+
+
+def test_bundled_sample_is_cut_from_the_official_jsons(coco_mini):
+    sample = ROOT / "samples" / "coco_mini"
+    total = sum(p.stat().st_size for p in sample.rglob("*") if p.is_file())
+    assert total <= 8 * 1024 * 1024
+    for split, n_images in (("train", 24), ("val", 12)):
+        cut = json.loads((sample / "annotations" / f"instances_{split}2017.json").read_text())
+        full = json.loads((coco_mini / "annotations" / f"instances_{split}2017.json").read_text())
+        assert cut["categories"] == full["categories"] and len(cut["categories"]) == 80
+        full_images = {im["id"]: im for im in full["images"]}
+        assert len(cut["images"]) == n_images
+        assert all(full_images[im["id"]] == im for im in cut["images"])
+        ids = {im["id"] for im in cut["images"]}
+        assert cut["annotations"] == [a for a in full["annotations"] if a["image_id"] in ids]
+        assert sorted(os.listdir(sample / f"{split}2017")) == sorted(im["file_name"] for im in cut["images"])
+        for im in cut["images"]:
+            src = coco_mini / f"{split}2017" / im["file_name"]
+            assert (sample / f"{split}2017" / im["file_name"]).read_bytes() == src.read_bytes()
+        if split == "train":
+            per_image = {i: [a for a in cut["annotations"] if a["image_id"] == i] for i in ids}
+            assert all(1 <= len(v) <= 6 and not any(a["iscrowd"] for a in v) for v in per_image.values())
