@@ -237,7 +237,8 @@ def match(
     )
     best_overlap, best_idx = _force_matches(overlaps, num_gt, best_overlap, best_idx)
 
-    cls_t = tf.gather(gt_classes, best_idx)
+    # One dummy row so that the gathers also work with zero GT rows (the results are then masked out).
+    cls_t = tf.gather(tf.concat([gt_classes, [0]], 0), best_idx)
     cls_t = tf.where(best_overlap < threshold_pos, -1, cls_t)
     cls_t = tf.where(best_overlap < threshold_neg, 0, cls_t)
     cls_t = tf.where(has_gt, cls_t, 0)
@@ -251,7 +252,7 @@ def match(
         best_crowd = tf.reduce_max(tf.concat([crowd_overlaps, tf.zeros([n, 1])], axis=1), axis=1)
         cls_t = tf.where((cls_t <= 0) & (best_crowd > crowd_iou_threshold), -1, cls_t)
 
-    matches = tf.gather(gt_boxes, best_idx)
+    matches = tf.gather(tf.concat([gt_boxes, [[0.0, 0.0, 1.0, 1.0]]], 0), best_idx)
     loc_t = encode(matches, anchors, variances)
     loc_t = tf.where(has_gt, loc_t, 0.0)
     return cls_t, loc_t, best_idx
