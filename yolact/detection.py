@@ -1,7 +1,7 @@
 """Detection: softmax, box decoding and non-maximum suppression with fixed output shapes.
 
-original: layers/functions/detection.py Detect (fast_nms, cc_fast_nms, traditional_nms) and layers/box_utils.py
-(decode, jaccard); shared/docs/yolact_reference.md §8.
+original: layers/functions/detection.py Detect (fast_nms, cc_fast_nms, traditional_nms); box decoding and IoU come
+from yolact/box_ops.py (the original's decode, jaccard); shared/docs/yolact_reference.md §8.
 
 Everything here is graph code with static shapes so that it batches, exports to a SavedModel and (for the two
 Fast NMS variants) compiles with XLA. Where the original returns a variable number of detections we return
@@ -27,52 +27,10 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from yolact.box_ops import decode, iou
+
 NMS_TYPES = ("fast", "cross_class", "traditional")
 _INVALID = -1.0  # score given to non-candidates before sorting; real scores are softmax probabilities >= 0
-
-
-def decode_boxes(loc: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
-    """Decode box regressions against anchors (variances 0.1 / 0.2), no clamping.
-
-    original: layers/box_utils.py decode (use_yolo_regressors False), same operation order.
-
-    Args:
-      loc: float32 [..., N, 4] encoded (dx, dy, dw, dh).
-      anchors: float32 [N, 4] relative ``[cx, cy, w, h]``.
-
-    Returns:
-      float32 [..., N, 4] relative ``[x1, y1, x2, y2]`` (may lie outside [0, 1]).
-    """
-    pc, ps = anchors[..., :2], anchors[..., 2:]
-    centers = pc + loc[..., :2] * 0.1 * ps
-    sizes = ps * tf.exp(loc[..., 2:] * 0.2)
-    mins = centers - sizes / 2
-    maxs = sizes + mins
-    return tf.concat([mins, maxs], axis=-1)
-
-
-def pairwise_iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
-    """IoU of every pair, with the original's formula ``inter / (area_a + area_b - inter)``.
-
-    original: layers/box_utils.py jaccard (iscrowd False).
-
-    Args:
-      boxes_a: float32 [..., A, 4] ``[x1, y1, x2, y2]`` (any consistent unit).
-      boxes_b: float32 [..., B, 4] same format.
-
-    Returns:
-      float32 [..., A, B].
-    """
-    a = boxes_a[..., :, None, :]
-    b = boxes_b[..., None, :, :]
-    max_xy = tf.minimum(a[..., 2:], b[..., 2:])
-    min_xy = tf.maximum(a[..., :2], b[..., :2])
-    wh = tf.maximum(max_xy - min_xy, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (boxes_a[..., 2] - boxes_a[..., 0]) * (boxes_a[..., 3] - boxes_a[..., 1])
-    area_b = (boxes_b[..., 2] - boxes_b[..., 0]) * (boxes_b[..., 3] - boxes_b[..., 1])
-    union = area_a[..., :, None] + area_b[..., None, :] - inter
-    return inter / union
 
 
 def _suppressed_by_higher(iou: tf.Tensor, nms_threshold: float) -> tf.Tensor:
@@ -143,7 +101,7 @@ def fast_nms(boxes, fg_scores, coefs, conf_threshold, top_k, nms_threshold, max_
     batch = tf.shape(boxes)[0]
     flat_idx = tf.reshape(cls_idx, [batch, num_fg * k])
     cls_boxes = tf.reshape(_gather_rows(boxes, flat_idx), [batch, num_fg, k, 4])
-    keep = _suppressed_by_higher(pairwise_iou(cls_boxes, cls_boxes), nms_threshold) & valid  # [B, C-1, k]
+    keep = _suppressed_by_higher(iou(cls_boxes, cls_boxes), nms_threshold) & valid  # [B, C-1, k]
     top_scores, top_flat, top_valid = _final_top(
         tf.reshape(cls_scores, [batch, num_fg * k]), tf.reshape(keep, [batch, num_fg * k]), max_num_detection)
     anchor_idx = tf.gather(flat_idx, top_flat, batch_dims=1)
@@ -165,7 +123,7 @@ def cross_class_fast_nms(boxes, fg_scores, coefs, conf_threshold, top_k, nms_thr
     top_scores, top_idx = tf.math.top_k(masked, k=k, sorted=True)  # [B, k]
     valid = top_scores > _INVALID / 2
     cand_boxes = _gather_rows(boxes, top_idx)
-    keep = _suppressed_by_higher(pairwise_iou(cand_boxes, cand_boxes), nms_threshold) & valid
+    keep = _suppressed_by_higher(iou(cand_boxes, cand_boxes), nms_threshold) & valid
     scores, pos, out_valid = _final_top(top_scores, keep, max_num_detection)
     anchor_idx = tf.gather(top_idx, pos, batch_dims=1)
     classes = tf.gather(best_cls, anchor_idx, batch_dims=1)
@@ -209,7 +167,7 @@ def traditional_nms(boxes, fg_scores, coefs, conf_threshold, nms_threshold, max_
 
 
 def _detect_graph(loc, conf, mask, anchors, det_cfg, nms_type, img_size):
-    boxes = decode_boxes(loc, anchors)
+    boxes = decode(loc, anchors)
     fg_scores = tf.nn.softmax(conf, axis=-1)[..., 1:]
     if nms_type == "fast":
         return fast_nms(boxes, fg_scores, mask, det_cfg.conf_threshold, det_cfg.top_k, det_cfg.nms_threshold,
@@ -286,5 +244,5 @@ def detect(outputs, anchors, cfg, nms_type: Optional[str] = None, jit: Optional[
     return detect_fn(cfg, nms_type, jit)(loc, conf, mask, anchors)
 
 
-__all__ = ["NMS_TYPES", "decode_boxes", "pairwise_iou", "fast_nms", "cross_class_fast_nms", "traditional_nms",
+__all__ = ["NMS_TYPES", "fast_nms", "cross_class_fast_nms", "traditional_nms",
            "detect", "detect_fn", "default_jit"]
