@@ -1,0 +1,226 @@
+"""tf.data pipelines: TFRecords (data/tfrecord_schema.py) → training batches or evaluation batches.
+
+Training (:func:`train_dataset`) yields ``(images, targets)`` as in docs/architecture.md "Parser → training";
+evaluation (:func:`eval_dataset`) yields ``(images, info)``. Both read the sharded records with ``interleave``,
+decode images (``tf.io.decode_image``, 3 channels) and PNG instance masks, map dataset category ids to class
+channels with the ``label_map.json`` next to the records, and prefetch with AUTOTUNE.
+
+Training-set rules (decided here; the original differs as noted):
+
+* Images without a non-crowd object (no annotation at all, or crowds only) are filtered out before decoding. The
+  original never samples images without annotations and crashes on crowd-only ones (reference §9.3).
+* Images whose non-crowd objects all vanish in augmentation (the discard rule removing degenerate boxes; the crop
+  always keeps one) are filtered out after augmentation, the counterpart of the original's "resampling" of another
+  image. With ``drop_empty=False`` they are kept with all-background targets instead.
+* More than ``cfg.parser.num_max_pad`` objects: the ``num_max_pad`` largest by annotation area are kept (crowds
+  count among them) before decoding; see data/targets.py.
+
+Determinism: every random choice (file order, shuffle, augmentation) derives from ``seed``; the augmentation of
+the k-th element uses the stateless seed ``(seed, k)``. ``seed=None`` draws a fresh seed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from data import augment as augment_lib
+from data import label_map as label_map_lib
+from data import targets as targets_lib
+from data import tfrecord_schema as schema
+from yolact.anchors import make_anchors
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _files(file_pattern) -> list:
+    patterns = [file_pattern] if isinstance(file_pattern, (str, os.PathLike)) else list(file_pattern)
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(str(p)))
+    if not files:
+        raise ValueError(f"no TFRecord files match {file_pattern!r}")
+    return files
+
+
+def _load_label_map(label_map, files, cfg):
+    if isinstance(label_map, label_map_lib.LabelMap):
+        lm = label_map
+    else:
+        path = label_map if label_map is not None else os.path.dirname(files[0])
+        try:
+            lm = label_map_lib.read_label_map(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read the label map ({path}): {e}") from None
+    if lm.num_classes != cfg.num_classes:
+        raise ValueError(
+            f"the label map has {lm.num_classes} classes (incl. background) but the config has {cfg.num_classes};"
+            f" use cfg.with_num_classes({lm.num_classes})"
+        )
+    return lm
+
+
+def _record_dataset(files, shuffle, seed, input_context, num_parallel_calls):
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed)
+    return ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 16),
+        num_parallel_calls=num_parallel_calls,
+        deterministic=True,
+    )
+
+
+def _parse(serialized, id_to_index):
+    """Parse one record; boxes to relative ``[x1, y1, x2, y2]``, category ids to class channels."""
+    ex = schema.parse_example(serialized)
+    ymin, xmin, ymax, xmax = tf.unstack(ex["boxes_yxyx"], 4, axis=1)
+    labels = ex["labels"]
+    known = (labels >= 0) & (labels < tf.shape(id_to_index)[0])
+    classes = tf.gather(id_to_index, tf.where(known, labels, 0))
+    classes = tf.where(known, classes, -1)
+    with tf.control_dependencies(
+        [tf.debugging.assert_non_negative(classes, message="record has a category id missing from label_map.json")]
+    ):
+        classes = tf.identity(classes)
+    ex["boxes"] = tf.stack([xmin, ymin, xmax, ymax], axis=1)
+    ex["classes"] = classes
+    return ex
+
+
+def _decode_masks(masks_png, height, width):
+    """uint8 [n, H, W] 0/1 from n PNGs (n may be 0)."""
+    masks = tf.map_fn(
+        lambda p: tf.io.decode_png(p, channels=1)[:, :, 0],
+        masks_png,
+        fn_output_signature=tf.TensorSpec([None, None], tf.uint8),
+    )
+    return tf.reshape(masks, [tf.shape(masks_png)[0], height, width])
+
+
+def _cap(ex, num_max_pad):
+    keep = targets_lib.keep_largest(ex["area"], num_max_pad)
+    out = dict(ex)
+    for k in ("boxes", "classes", "is_crowd", "area", "masks_png"):
+        out[k] = tf.gather(ex[k], keep)
+    return out
+
+
+def _seed(seed) -> int:
+    return int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+
+
+def train_dataset(
+    file_pattern,
+    cfg,
+    batch_size: int,
+    *,
+    label_map=None,
+    seed: Optional[int] = None,
+    shuffle: bool = True,
+    repeat: bool = True,
+    num_parallel_calls=AUTOTUNE,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    drop_empty: bool = True,
+) -> tf.data.Dataset:
+    """Training batches: decode, SSDAugmentation (data/augment.py), matching and targets (data/targets.py).
+
+    Args:
+      file_pattern: glob (or list of globs) of TFRecord shards.
+      cfg: YolactConfig; ``cfg.num_classes`` must equal the label map's.
+      batch_size: global batch size; with ``input_context`` each pipeline yields
+        ``input_context.get_per_replica_batch_size(batch_size)``. The last partial batch is dropped (as the
+        original's epochs of ``len // batch`` iterations).
+      label_map: None (``label_map.json`` next to the records), a path, or a ``data.label_map.LabelMap``.
+      seed: one integer for file order, shuffle and augmentation; None draws one.
+      shuffle, repeat: shuffle records (buffer ``cfg.parser.shuffle_buffer``) / repeat forever.
+      num_parallel_calls: parallelism of the decode/augment map.
+      input_context: ``tf.distribute.InputContext`` for sharding files between input pipelines.
+      drop_empty: drop images left without non-crowd objects after augmentation (else all-background targets).
+    Returns:
+      ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3], targets)`` with targets ``cls_t`` int32 [B, N],
+      ``loc_t`` float32 [B, N, 4], ``idx_t`` int32 [B, N], ``gt_boxes`` float32 [B, M, 4] relative
+      ``[x1, y1, x2, y2]``, ``gt_classes`` int32 [B, M], ``gt_masks`` float32 [B, M, Hp, Hp], ``segm_t`` float32
+      [B, H3, H3, C − 1], ``num_obj`` int32 [B].
+    Raises:
+      ValueError: no file matches, unreadable label map, or class-count mismatch.
+    """
+    files = _files(file_pattern)
+    lm = _load_label_map(label_map, files, cfg)
+    id_to_index = tf.constant(lm.id_to_index_array(), tf.int32)
+    anchors = tf.constant(make_anchors(cfg), tf.float32)
+    seed = _seed(seed)
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+
+    ds = _record_dataset(files, shuffle, seed, input_context, num_parallel_calls)
+    if shuffle:
+        ds = ds.shuffle(cfg.parser.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(lambda s: _parse(s, id_to_index), num_parallel_calls=num_parallel_calls)
+    ds = ds.filter(lambda ex: tf.reduce_any(~ex["is_crowd"]))
+    ds = ds.enumerate()
+
+    def prepare(index, ex):
+        ex = _cap(ex, cfg.parser.num_max_pad)
+        image = tf.io.decode_image(ex["encoded"], channels=3, expand_animations=False)
+        masks = _decode_masks(ex["masks_png"], tf.shape(image)[0], tf.shape(image)[1])
+        aug = augment_lib.augment(
+            image, ex["boxes"], masks, ex["is_crowd"], cfg, tf.stack([tf.constant(seed, tf.int64), index])
+        )
+        classes = tf.gather(ex["classes"], aug["indices"])
+        targets = targets_lib.build_targets(aug["boxes"], classes, aug["masks"], aug["is_crowd"], anchors, cfg)
+        return aug["image"], targets
+
+    ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
+    if drop_empty:
+        ds = ds.filter(lambda image, t: t["num_obj"] > 0)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def eval_dataset(
+    file_pattern,
+    cfg,
+    batch_size: int = 1,
+    *,
+    num_parallel_calls=AUTOTUNE,
+    input_context: Optional[tf.distribute.InputContext] = None,
+) -> tf.data.Dataset:
+    """Evaluation batches: every record once, in file order, no augmentation.
+
+    The image is resized to S × S (half-pixel bilinear, no antialias, aspect not kept) and then normalized, as the
+    original's BaseTransform / FastBaseTransform (data/augment.py ``eval_preprocess``).
+
+    Args:
+      file_pattern: glob (or list of globs) of TFRecord shards.
+      cfg: YolactConfig.
+      batch_size: images per batch (the last batch may be smaller).
+      num_parallel_calls: parallelism of the decode map.
+      input_context: optional ``tf.distribute.InputContext`` (files sharded between pipelines).
+    Returns:
+      ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3], info)`` with ``image_id`` int64 [B] (from
+      ``image/source_id``), ``height`` / ``width`` int32 [B] (original size in pixels).
+    Raises:
+      ValueError: no file matches.
+    """
+    files = _files(file_pattern)
+    ds = _record_dataset(files, False, None, input_context, num_parallel_calls)
+
+    def prepare(serialized):
+        ex = schema.parse_example(serialized)
+        image = tf.io.decode_image(ex["encoded"], channels=3, expand_animations=False)
+        info = {
+            "image_id": tf.strings.to_number(ex["source_id"], tf.int64),
+            "height": tf.shape(image)[0],
+            "width": tf.shape(image)[1],
+        }
+        return augment_lib.eval_preprocess(image, cfg), info
+
+    ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
