@@ -1,0 +1,214 @@
+"""COCO evaluation with pycocotools: results json, COCOeval bbox + segm, metrics.json.
+
+original: eval.py Detections (add_bbox / add_mask / dump) and run_coco_eval.py; shared/docs/yolact_reference.md §10.
+No AP is computed here by hand: COCOeval does all the scoring.
+
+Files written into ``output_dir``:
+
+* ``detections.json``: the COCO results json, one entry per detection with ``image_id``, ``category_id`` (the
+  dataset's own id), ``bbox`` ``[x, y, w, h]`` in pixels of the original image, ``segmentation`` (RLE, ``counts`` as
+  str) and ``score``.
+* ``bbox_detections.json`` / ``mask_detections.json``: the same detections split as the original writes them. The
+  split matters for segm: ``COCO.loadRes`` takes a detection's ``area`` from its ``bbox`` when one is present, but
+  from the mask when only ``segmentation`` is, and that area decides the small/medium/large buckets. The segm
+  metrics are computed from ``mask_detections.json`` (mask areas, as the original), the bbox ones from
+  ``bbox_detections.json`` (identical to loading ``detections.json``).
+* ``metrics.json``: ``box/AP``, ``box/AP50``, ``box/AP75``, ``box/APs``, ``box/APm``, ``box/APl`` and the same for
+  ``mask/``, as fractions (COCOeval ``stats[0:6]``; -1 where the ground truth has no object of that size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+DETECTIONS_FILE = "detections.json"
+BBOX_FILE = "bbox_detections.json"
+MASK_FILE = "mask_detections.json"
+METRICS_FILE = "metrics.json"
+
+
+def detections_to_coco(image_id: int, result: Dict[str, np.ndarray], class_to_category: Sequence[int]) -> List[Dict]:
+    """COCO results entries of one image.
+
+    original: eval.py prep_metrics + Detections.add_bbox / add_mask: a detection is written only if its integer box
+    has area > 0; the bbox is ``[x1, y1, x2 - x1, y2 - y1]`` rounded to 0.1 px; the mask is the full-image binary mask
+    RLE-encoded by pycocotools (Fortran order) with ``counts`` decoded to ASCII.
+
+    Args:
+      image_id: the dataset's image id.
+      result: :func:`yolact.masks.postprocess` output: ``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
+        int [n] 0-based foreground class, ``scores`` float [n], ``masks`` uint8 [n, H, W] 0/1.
+      class_to_category: dataset category id of each 0-based class (``label_map.ids``).
+
+    Returns:
+      list of dicts with ``image_id``, ``category_id``, ``bbox``, ``segmentation``, ``score``.
+    """
+    out = []
+    boxes = np.asarray(result["boxes"])
+    for i in range(len(result["scores"])):
+        x1, y1, x2, y2 = (int(v) for v in boxes[i])
+        if (x2 - x1) * (y2 - y1) <= 0:
+            continue
+        rle = mask_utils.encode(np.asfortranarray(np.asarray(result["masks"][i], np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        out.append({
+            "image_id": int(image_id),
+            "category_id": int(class_to_category[int(result["classes"][i])]),
+            "bbox": [round(float(v) * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)],
+            "segmentation": rle,
+            "score": float(result["scores"][i]),
+        })
+    return out
+
+
+def split_results(results: Iterable[Dict]):
+    """(bbox entries without ``segmentation``, segm entries without ``bbox``), as the original's two files."""
+    results = list(results)
+    bbox = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    segm = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
+    return bbox, segm
+
+
+def write_results(results: Sequence[Dict], output_dir) -> Dict[str, str]:
+    """Write detections.json, bbox_detections.json and mask_detections.json; returns their paths by name."""
+    os.makedirs(output_dir, exist_ok=True)
+    bbox, segm = split_results(results)
+    paths = {}
+    for name, data in ((DETECTIONS_FILE, list(results)), (BBOX_FILE, bbox), (MASK_FILE, segm)):
+        paths[name] = os.path.join(output_dir, name)
+        with open(paths[name], "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    return paths
+
+
+def load_coco(annotations) -> COCO:
+    """A pycocotools COCO from a path (quietly) or an existing COCO.
+
+    Raises:
+      FileNotFoundError: the annotations file does not exist.
+    """
+    if isinstance(annotations, COCO):
+        return annotations
+    path = os.fspath(annotations)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"annotations file not found: {path}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(path)
+
+
+def run_cocoeval(coco_gt: COCO, results, iou_type: str, image_ids: Optional[Sequence[int]] = None,
+                 verbose: bool = True) -> np.ndarray:
+    """COCOeval ``iou_type`` ('bbox' or 'segm') of ``results`` (list of entries or a results json path).
+
+    Args:
+      image_ids: restrict to these images (e.g. the ones actually run); default every image of ``coco_gt``.
+      verbose: print COCOeval's 12-number summary table.
+
+    Returns:
+      float64 [12] COCOeval ``stats`` (all zeros when there are no detections).
+    """
+    if isinstance(results, (str, os.PathLike)):
+        with open(results, encoding="utf-8") as f:
+            results = json.load(f)
+    if not results:
+        if verbose:
+            print(f"{iou_type}: no detections, every metric is 0")
+        return np.zeros(12)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(list(results))
+    ev = COCOeval(coco_gt, coco_dt, iou_type)
+    if image_ids is not None:
+        ev.params.imgIds = sorted(int(i) for i in image_ids)
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        if verbose:
+            print(f"--- COCOeval {iou_type} ---")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.asarray(ev.stats, np.float64)
+
+
+def stats_to_metrics(box_stats, mask_stats) -> Dict[str, float]:
+    """``{'box/AP': stats[0], ..., 'mask/APl': stats[5]}`` from two COCOeval ``stats`` arrays."""
+    metrics = {}
+    for prefix, stats in (("box", box_stats), ("mask", mask_stats)):
+        for name, value in zip(METRIC_NAMES, stats[:6]):
+            metrics[f"{prefix}/{name}"] = float(value)
+    return metrics
+
+
+def evaluate_results(annotations, results: Sequence[Dict], output_dir=None,
+                     image_ids: Optional[Sequence[int]] = None, verbose: bool = True) -> Dict[str, float]:
+    """Score COCO results entries with COCOeval bbox and segm; optionally write every file into ``output_dir``.
+
+    Args:
+      annotations: the ground-truth COCO json path (or a ``COCO``).
+      results: entries as :func:`detections_to_coco` makes them.
+      output_dir: if given, detections.json, bbox_detections.json, mask_detections.json and metrics.json go there.
+      image_ids: images evaluated (default: all of the annotations file).
+      verbose: print both 12-number tables.
+
+    Returns:
+      the metrics dict (see the module docstring).
+
+    Raises:
+      FileNotFoundError: missing annotations file.
+    """
+    coco_gt = load_coco(annotations)
+    bbox, segm = split_results(results)
+    metrics = stats_to_metrics(run_cocoeval(coco_gt, bbox, "bbox", image_ids, verbose),
+                               run_cocoeval(coco_gt, segm, "segm", image_ids, verbose))
+    if output_dir is not None:
+        write_results(results, output_dir)
+        with open(os.path.join(output_dir, METRICS_FILE), "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=1)
+            f.write("\n")
+    return metrics
+
+
+def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_pattern=None, output_dir=None,
+                     max_images: Optional[int] = None, verbose: bool = True, progress: bool = True) -> Dict[str, float]:
+    """Run a model over a COCO-style dataset and score it (what ``inference.py -eval`` and train.py's validation use).
+
+    Args:
+      predictor: a :class:`yolact.predictor.Predictor` (model + config + label map).
+      annotations_file: the ground-truth COCO json.
+      image_dir: folder with the json's ``file_name`` images (images with no annotation are skipped, as the
+        original's COCODetection does); or
+      tfrecord_pattern: glob of val TFRecords read with ``data.parser.eval_dataset`` (one of the two is required).
+      output_dir: where to write the json files and metrics.json (None: nothing written).
+      max_images: stop after this many images.
+      verbose: print the COCOeval tables; progress: a tqdm bar.
+
+    Returns:
+      the metrics dict of :func:`evaluate_results`.
+
+    Raises:
+      ValueError: neither or both of ``image_dir`` / ``tfrecord_pattern``; FileNotFoundError: missing files.
+    """
+    if (image_dir is None) == (tfrecord_pattern is None):
+        raise ValueError("give exactly one of image_dir or tfrecord_pattern")
+    coco_gt = load_coco(annotations_file)
+    results, done = [], []
+    category_ids = predictor.label_map.ids
+    for image_id, result in predictor.iter_dataset(coco_gt, image_dir, tfrecord_pattern, max_images, progress):
+        results.extend(detections_to_coco(image_id, result, category_ids))
+        done.append(image_id)
+    if verbose:
+        print(f"evaluated {len(done)} images, {len(results)} detections")
+    return evaluate_results(coco_gt, results, output_dir, image_ids=done, verbose=verbose)
+
+
+__all__ = ["detections_to_coco", "split_results", "write_results", "load_coco", "run_cocoeval", "stats_to_metrics",
+           "evaluate_results", "evaluate_dataset", "METRIC_NAMES"]
