@@ -65,7 +65,12 @@ class _StorageType:
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     """numpy copy of ``storage[offset:]`` viewed with ``size`` and ``stride`` (in elements)."""
-    size, stride = tuple(size), tuple(stride)
+    size, stride = tuple(int(n) for n in size), tuple(int(n) for n in stride)
+    if 0 in size:
+        return np.zeros(size, storage.dtype.newbyteorder("="))
+    last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if storage_offset < 0 or min(stride, default=0) < 0 or last >= len(storage):
+        raise TorchPickleError(f"tensor of size {size} stride {stride} exceeds its storage of {len(storage)} elements")
     if not size:
         return np.array(storage[storage_offset]).astype(storage.dtype.newbyteorder("="))
     flat = storage[storage_offset:]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from yolact.backbones.layers import padded_conv, symmetric_pads
+from yolact.backbones.layers import symmetric_pads
 
 
 def resize_bilinear(x, size):
