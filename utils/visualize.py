@@ -1,0 +1,76 @@
+"""Detection overlays drawn with OpenCV: translucent masks, boxes, class names and scores.
+
+original: eval.py prep_display (mask alpha 0.45, box thickness 1, FONT_HERSHEY_DUPLEX 0.6, filled label background,
+colour per class, or per instance with ``class_color`` False). The palette here is generated (evenly spread hues),
+not the original's list.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from typing import Dict, Optional, Sequence
+
+import cv2
+import numpy as np
+
+MASK_ALPHA = 0.45
+
+
+def color(index: int) -> tuple:
+    """A fixed RGB colour (uint8 triple) for a class or instance index: golden-ratio hue steps, bright."""
+    hue = (index * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_names: Sequence[str],
+                    score_threshold: float = 0.0, top_k: Optional[int] = None, display_masks: bool = True,
+                    display_bboxes: bool = True, display_text: bool = True, display_scores: bool = True,
+                    class_color: bool = True) -> np.ndarray:
+    """Overlay detections on an image.
+
+    Args:
+      image: uint8 RGB [H, W, 3] (not modified).
+      result: :func:`yolact.masks.postprocess` dict (``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
+        int [n] 0-based, ``scores`` [n] sorted descending, ``masks`` uint8 [n, H, W]).
+      class_names: name of each 0-based class.
+      score_threshold: draw detections with score > this; top_k: at most this many (the best ones).
+      display_*: what to draw; class_color: colour by class (True) or by detection rank (False).
+
+    Returns:
+      uint8 RGB [H, W, 3].
+
+    Raises:
+      ValueError: image not uint8 [H, W, 3], or masks of another size.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+    scores = np.asarray(result["scores"])
+    keep = np.nonzero(scores > score_threshold)[0]
+    if top_k is not None:
+        keep = keep[:top_k]
+    out = image.astype(np.float32)
+    colors = [color(int(result["classes"][i]) if class_color else j) for j, i in enumerate(keep)]
+    if display_masks and len(keep):
+        m = np.asarray(result["masks"])
+        if m.shape[1:] != image.shape[:2]:
+            raise ValueError(f"masks are {m.shape[1:]} but the image is {image.shape[:2]}")
+        for j in reversed(range(len(keep))):  # best last, so it ends on top
+            sel = m[keep[j]].astype(bool)
+            out[sel] = out[sel] * (1 - MASK_ALPHA) + np.asarray(colors[j], np.float32) * MASK_ALPHA
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    for j, i in enumerate(keep):
+        x1, y1, x2, y2 = (int(v) for v in result["boxes"][i])
+        if display_bboxes:
+            cv2.rectangle(out, (x1, y1), (x2, y2), colors[j], 1)
+        if display_text:
+            name = class_names[int(result["classes"][i])]
+            text = f"{name}: {scores[i]:.2f}" if display_scores else name
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, 0.6, 1)
+            ty = max(y1, th + 4)
+            cv2.rectangle(out, (x1, ty - th - 4), (x1 + tw, ty), colors[j], -1)
+            cv2.putText(out, text, (x1, ty - 3), cv2.FONT_HERSHEY_DUPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+__all__ = ["color", "draw_detections", "MASK_ALPHA"]

@@ -1,0 +1,226 @@
+"""Model loading and single-image / dataset prediction shared by inference.py, evaluation, export and train.py.
+
+Pipeline per image (original: utils/augmentations.py FastBaseTransform, yolact.py Yolact.forward, Detect,
+layers/output_utils.py postprocess): uint8 RGB [H, W, 3] → half-pixel bilinear resize (no antialias, aspect not
+kept) to S × S → ``(x - mean_rgb) / std_rgb`` → network → Fast NMS → masks and boxes at (H, W).
+
+Checkpoints: a ``.weights.h5`` (``model.save_weights`` / utils/convert_weights.py), or a training checkpoint written
+by ``tf.train.CheckpointManager`` for ``tf.train.Checkpoint(model=model, ...)`` (a directory → its latest
+checkpoint, or a prefix such as ``ckpt/ckpt-12``); only the ``model`` object is read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from data import augment as augment_lib
+from data import label_map as label_map_lib
+from yolact import detection, masks
+from yolact.model import build_model
+
+# The 80 COCO categories (id, name) in id order: original data/config.py COCO_CLASSES / COCO_LABEL_MAP.
+COCO_CATEGORIES = (
+    (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"), (6, "bus"), (7, "train"),
+    (8, "truck"), (9, "boat"), (10, "traffic light"), (11, "fire hydrant"), (13, "stop sign"),
+    (14, "parking meter"), (15, "bench"), (16, "bird"), (17, "cat"), (18, "dog"), (19, "horse"), (20, "sheep"),
+    (21, "cow"), (22, "elephant"), (23, "bear"), (24, "zebra"), (25, "giraffe"), (27, "backpack"),
+    (28, "umbrella"), (31, "handbag"), (32, "tie"), (33, "suitcase"), (34, "frisbee"), (35, "skis"),
+    (36, "snowboard"), (37, "sports ball"), (38, "kite"), (39, "baseball bat"), (40, "baseball glove"),
+    (41, "skateboard"), (42, "surfboard"), (43, "tennis racket"), (44, "bottle"), (46, "wine glass"), (47, "cup"),
+    (48, "fork"), (49, "knife"), (50, "spoon"), (51, "bowl"), (52, "banana"), (53, "apple"), (54, "sandwich"),
+    (55, "orange"), (56, "broccoli"), (57, "carrot"), (58, "hot dog"), (59, "pizza"), (60, "donut"), (61, "cake"),
+    (62, "chair"), (63, "couch"), (64, "potted plant"), (65, "bed"), (67, "dining table"), (70, "toilet"),
+    (72, "tv"), (73, "laptop"), (74, "mouse"), (75, "remote"), (76, "keyboard"), (77, "cell phone"),
+    (78, "microwave"), (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"), (84, "book"),
+    (85, "clock"), (86, "vase"), (87, "scissors"), (88, "teddy bear"), (89, "hair drier"), (90, "toothbrush"),
+)
+
+
+class InputError(ValueError):
+    """An input image / checkpoint / label map cannot be used (one-line message)."""
+
+
+def coco_label_map() -> label_map_lib.LabelMap:
+    """COCO's 80 categories (the label map of converted original weights)."""
+    return label_map_lib.from_categories([{"id": i, "name": n} for i, n in COCO_CATEGORIES])
+
+
+def resolve_label_map(path: Optional[str], cfg) -> label_map_lib.LabelMap:
+    """``label_map.json`` at ``path`` (file or folder), or COCO's 80 when ``path`` is None and the model has 81 classes.
+
+    Raises:
+      InputError: no path for a non-COCO class count, unreadable file, or a class count that differs from ``cfg``.
+    """
+    if path is None:
+        if cfg.num_classes != 81:
+            raise InputError(f"config has {cfg.num_classes} classes: pass -label_map (label_map.json of training)")
+        return coco_label_map()
+    try:
+        lm = label_map_lib.read_label_map(path)
+    except (FileNotFoundError, label_map_lib.LabelMapError) as e:
+        raise InputError(str(e)) from None
+    if lm.num_classes != cfg.num_classes:
+        raise InputError(f"label map {path} has {lm.num_classes} classes incl. background, config has {cfg.num_classes}")
+    return lm
+
+
+def load_model(cfg, checkpoint: str):
+    """A built Yolact (BatchNorm frozen, inference) with weights from ``checkpoint``.
+
+    Args:
+      cfg: YolactConfig matching the checkpoint.
+      checkpoint: ``*.weights.h5``, a training checkpoint directory (latest checkpoint) or a checkpoint prefix.
+
+    Raises:
+      InputError: nothing found at ``checkpoint`` or the weights do not fit ``cfg``.
+    """
+    checkpoint = os.fspath(checkpoint)
+    if checkpoint.endswith(".weights.h5"):
+        if not os.path.isfile(checkpoint):
+            raise InputError(f"weights file not found: {checkpoint}")
+        try:
+            return build_model(cfg, freeze_bn=True, weights=checkpoint)
+        except ValueError as e:
+            raise InputError(f"cannot load {checkpoint} into {cfg.name}: {str(e).splitlines()[0]}") from None
+    prefix = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
+        raise InputError(f"no checkpoint found at {checkpoint} (expected a .weights.h5, a checkpoint directory or "
+                         "prefix)")
+    model = build_model(cfg, freeze_bn=True)
+    try:
+        tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise InputError(f"checkpoint {prefix} does not fit {cfg.name}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file (JPEG, PNG, BMP, GIF first frame) to uint8 RGB [H, W, 3].
+
+    Raises:
+      InputError: missing, unreadable or not an image.
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"image not found: {path}")
+    try:
+        data = tf.io.read_file(path)
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as e:
+        raise InputError(f"cannot decode image {path}: {str(e).splitlines()[0][:120]}") from None
+    return image.numpy()
+
+
+class Predictor:
+    """Runs a Yolact model on images and returns final detections at the images' own size.
+
+    Args:
+      cfg: YolactConfig.
+      model: a built Yolact.
+      label_map: LabelMap (class names / dataset ids).
+      nms_type: 'fast', 'cross_class' or 'traditional' (default ``cfg.detection.nms_type``).
+      jit: XLA for NMS (default: on GPU).
+    """
+
+    def __init__(self, cfg, model, label_map, nms_type: Optional[str] = None, jit: Optional[bool] = None):
+        self.cfg, self.model, self.label_map = cfg, model, label_map
+        self.anchors = model.anchors
+        self._detect = detection.detect_fn(cfg, nms_type, jit)
+        self._net = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._pre = tf.function(lambda img: augment_lib.eval_preprocess(img, cfg)[None], reduce_retracing=True)
+
+    @classmethod
+    def from_checkpoint(cls, cfg, checkpoint, label_map_path=None, **kwargs) -> "Predictor":
+        """Load weights (see :func:`load_model`) and the label map (see :func:`resolve_label_map`)."""
+        lm = resolve_label_map(label_map_path, cfg)
+        return cls(cfg, load_model(cfg, checkpoint), lm, **kwargs)
+
+    def preprocess(self, image: np.ndarray) -> tf.Tensor:
+        """uint8 RGB [H, W, 3] → float32 [1, S, S, 3] normalized (original: FastBaseTransform)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise InputError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+        return self._pre(tf.convert_to_tensor(image))
+
+    def run_network(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """float32 [B, S, S, 3] normalized → loc/conf/mask/proto dict."""
+        return self._net(images)
+
+    def detect(self, outputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Network outputs → fixed-shape detections (see :func:`yolact.detection.detect`)."""
+        return self._detect(outputs["loc"], outputs["conf"], outputs["mask"], self.anchors)
+
+    def predict_preprocessed(self, images: tf.Tensor, height: int, width: int,
+                             timings: Optional[Dict[str, float]] = None) -> Dict[str, np.ndarray]:
+        """One normalized image [1, S, S, 3] → :func:`yolact.masks.postprocess` dict at (height, width).
+
+        ``timings`` (if given) accumulates seconds under 'network', 'nms', 'masks' (each synchronised).
+        """
+        t0 = time.perf_counter()
+        out = self.run_network(images)
+        out["proto"].numpy()
+        t1 = time.perf_counter()
+        dets = self.detect(out)
+        dets["num_detections"].numpy()
+        t2 = time.perf_counter()
+        result = masks.postprocess(dets, out["proto"], height, width)
+        t3 = time.perf_counter()
+        if timings is not None:
+            for key, dt in (("network", t1 - t0), ("nms", t2 - t1), ("masks", t3 - t2)):
+                timings[key] = timings.get(key, 0.0) + dt
+        return result
+
+    def predict(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None) -> Dict[str, np.ndarray]:
+        """uint8 RGB [H, W, 3] → dict ``boxes`` int32 [n,4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n]
+        (0-based foreground), ``scores`` float32 [n], ``masks`` uint8 [n, H, W], sorted by score.
+
+        Raises:
+          InputError: not a uint8 RGB image.
+        """
+        t0 = time.perf_counter()
+        x = self.preprocess(image)
+        x.numpy()
+        if timings is not None:
+            timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - t0
+        return self.predict_preprocessed(x, image.shape[0], image.shape[1], timings)
+
+    def iter_dataset(self, coco_gt, image_dir=None, tfrecord_pattern=None, max_images=None,
+                     progress=True) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+        """Yield ``(image_id, result)`` over a COCO-style dataset.
+
+        With ``image_dir``: the images of ``coco_gt`` that have annotations, in id order, read from
+        ``image_dir/file_name`` (unreadable files are reported on stderr and skipped). With ``tfrecord_pattern``:
+        ``data.parser.eval_dataset`` batches of 1.
+        """
+        from tqdm import tqdm
+
+        if image_dir is not None:
+            if not os.path.isdir(image_dir):
+                raise InputError(f"image directory not found: {image_dir}")
+            ids = sorted(i for i in coco_gt.getImgIds() if coco_gt.imgToAnns.get(i))
+            ids = ids[:max_images] if max_images else ids
+            for image_id in tqdm(ids, disable=not progress, desc="eval", unit="img"):
+                path = os.path.join(image_dir, coco_gt.imgs[image_id]["file_name"])
+                try:
+                    image = read_image(path)
+                except InputError as e:
+                    tqdm.write(f"skipped: {e}")
+                    continue
+                yield image_id, self.predict(image)
+        else:
+            from data.parser import eval_dataset
+
+            ds = eval_dataset(tfrecord_pattern, self.cfg, batch_size=1)
+            if max_images:
+                ds = ds.take(int(max_images))
+            for images, info in tqdm(ds, disable=not progress, desc="eval", unit="img"):
+                yield (int(info["image_id"][0]),
+                       self.predict_preprocessed(images, int(info["height"][0]), int(info["width"][0])))
+
+
+__all__ = ["COCO_CATEGORIES", "InputError", "coco_label_map", "resolve_label_map", "load_model", "read_image",
+           "Predictor"]
