@@ -111,7 +111,8 @@ def read_image(path: str) -> np.ndarray:
         data = tf.io.read_file(path)
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as e:
-        raise InputError(f"cannot decode image {path}: {str(e).splitlines()[0][:120]}") from None
+        msg = getattr(e, "message", str(e)).splitlines()[0]
+        raise InputError(f"cannot decode image {path}: {msg.split('}} ')[-1][:120]}") from None
     return image.numpy()
 
 

@@ -1,0 +1,269 @@
+"""YOLACT inference: images, folders, video / webcam, COCO evaluation and benchmark (original: eval.py).
+
+Examples::
+
+    python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -image photo.jpg:photo_out.png
+    python inference.py -config yolact_resnet50 -checkpoint ckpt_dir -label_map tfrecords/label_map.json \
+        -images in_dir:out_dir -score_threshold 0.3 -top_k 15
+    python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -video in.avi:out.mp4
+    python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -eval \
+        -annotations_file annotations/instances_val2017.json -image_dir val2017 -output_dir results/
+    python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -benchmark -image_dir val2017 \
+        -max_images 100
+
+Display modes draw the best ``-top_k`` detections with score > ``-score_threshold`` (the original's defaults 5 and
+0); ``-eval`` uses every detection, as the original's COCO evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", "yolact_base", "config preset name (config.py)")
+flags.DEFINE_string("checkpoint", None, "a .weights.h5, a training checkpoint directory, or a checkpoint prefix")
+flags.DEFINE_string("label_map", None, "label_map.json of training (default: COCO's 80 classes for 81-class models)")
+flags.DEFINE_integer("img_size", None, "override the config's input size (anchor scales rescaled)")
+flags.DEFINE_string("image", None, "in.jpg[:out.png]: one image (default output: <output_dir>/<name>.png)")
+flags.DEFINE_string("images", None, "in_dir:out_dir: every image of a folder")
+flags.DEFINE_string("video", None, "in.avi[:out.mp4], or a webcam index (default output: <output_dir>/<name>.mp4)")
+flags.DEFINE_integer("max_frames", None, "stop a video after this many frames")
+flags.DEFINE_float("score_threshold", 0.0, "display: draw detections with score above this")
+flags.DEFINE_integer("top_k", 5, "display: draw at most this many detections (the best ones)")
+flags.DEFINE_boolean("fast_nms", True, "Fast NMS (false: traditional NMS via tf.image.non_max_suppression)")
+flags.DEFINE_boolean("cross_class_nms", False, "cross-class Fast NMS instead of per-class")
+flags.DEFINE_boolean("display_masks", True, "draw masks")
+flags.DEFINE_boolean("display_bboxes", True, "draw boxes")
+flags.DEFINE_boolean("display_text", True, "draw class names")
+flags.DEFINE_boolean("display_scores", True, "draw scores next to class names")
+flags.DEFINE_boolean("eval", False, "COCO evaluation (needs -annotations_file and -image_dir or -tfrecord_pattern)")
+flags.DEFINE_string("annotations_file", None, "COCO json of the evaluation images")
+flags.DEFINE_string("image_dir", None, "folder of the evaluation / benchmark images")
+flags.DEFINE_string("tfrecord_pattern", None, "val TFRecords (glob, or a directory: its *.tfrecord* files)")
+flags.DEFINE_string("output_dir", "results", "where outputs, detections.json and metrics.json go")
+flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many images")
+flags.DEFINE_boolean("benchmark", False, "print per-stage ms and FPS (data loading excluded, first 2 frames skipped)")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def _fail(msg: str) -> None:
+    print(f"inference: error: {msg}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _split(value: str):
+    src, _, dst = value.partition(":")
+    return src, (dst or None)
+
+
+def _draw(predictor, image, result):
+    from utils.visualize import draw_detections
+
+    return draw_detections(image, result, predictor.label_map.names, FLAGS.score_threshold, FLAGS.top_k,
+                           FLAGS.display_masks, FLAGS.display_bboxes, FLAGS.display_text, FLAGS.display_scores)
+
+
+def _write_image(path, rgb):
+    import cv2
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not cv2.imwrite(path, rgb[..., ::-1]):
+        raise OSError(f"cannot write {path} (unknown extension or unwritable folder)")
+
+
+def run_image(predictor, spec):
+    from yolact.predictor import read_image
+
+    src, dst = _split(spec)
+    image = read_image(src)
+    result = predictor.predict(image)
+    dst = dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0] + ".png")
+    _write_image(dst, _draw(predictor, image, result))
+    print(f"{src}: {len(result['scores'])} detections -> {dst}")
+
+
+def run_folder(predictor, spec):
+    from tqdm import tqdm
+
+    from yolact.predictor import InputError, read_image
+
+    src, dst = _split(spec)
+    if not dst:
+        _fail("-images needs in_dir:out_dir")
+    if not os.path.isdir(src):
+        _fail(f"input folder not found: {src}")
+    names = sorted(n for n in os.listdir(src) if not n.startswith(".") and os.path.isfile(os.path.join(src, n)))
+    done, skipped = 0, []
+    for name in tqdm(names, desc="images", unit="img"):
+        try:
+            image = read_image(os.path.join(src, name))
+        except InputError as e:
+            skipped.append(name)
+            tqdm.write(f"skipped {name}: {e}")
+            continue
+        result = predictor.predict(image)
+        _write_image(os.path.join(dst, os.path.splitext(name)[0] + ".png"), _draw(predictor, image, result))
+        done += 1
+    print(f"processed {done} images into {dst}; skipped {len(skipped)}" + (f": {', '.join(skipped)}" if skipped else ""))
+    if done == 0:
+        raise SystemExit(1)
+
+
+def _open_writer(path, fps, size):
+    """cv2.VideoWriter with mp4v (any extension but .avi) or MJPG (.avi), falling back to MJPG .avi."""
+    import cv2
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fourcc = "MJPG" if path.lower().endswith(".avi") else "mp4v"
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        path = os.path.splitext(path)[0] + ".avi"
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
+        _fail(f"cannot open a video writer for {path}")
+    return writer, path
+
+
+def count_frames(path) -> int:
+    """Frames a video decodes to, counted by reading (0 if it cannot be opened)."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    n = 0
+    while cap.isOpened():
+        ok, _ = cap.read()
+        if not ok:
+            break
+        n += 1
+    cap.release()
+    return n
+
+
+def run_video(predictor, spec):
+    import cv2
+    from tqdm import tqdm
+
+    src, dst = _split(spec)
+    webcam = src.isdigit()
+    if not webcam and not os.path.isfile(src):
+        _fail(f"video not found: {src}")
+    cap = cv2.VideoCapture(int(src) if webcam else src)
+    if not cap.isOpened():
+        _fail(f"cannot open video {src}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    if FLAGS.max_frames:
+        total = min(total, FLAGS.max_frames) if total else FLAGS.max_frames
+    name = f"webcam{src}" if webcam else os.path.splitext(os.path.basename(src))[0]
+    dst = dst or os.path.join(FLAGS.output_dir, name + ".mp4")
+    writer, written = None, 0
+    bar = tqdm(total=total, desc="video", unit="frame")
+    try:
+        while FLAGS.max_frames is None or written < FLAGS.max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            rgb = frame[..., ::-1].copy()
+            if writer is None:
+                writer, dst = _open_writer(dst, fps, (rgb.shape[1], rgb.shape[0]))
+            writer.write(_draw(predictor, rgb, predictor.predict(rgb))[..., ::-1].copy())
+            written += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        print("interrupted: closing the video file")
+    finally:
+        bar.close()
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if written == 0:
+        _fail(f"no frame could be read from {src}")
+    readable = count_frames(dst)
+    print(f"wrote {dst}: {written} frames at {fps:.2f} fps; the file decodes to {readable} frames")
+    if readable != written:
+        _fail(f"{dst} decodes to {readable} frames, {written} were written")
+
+
+def _tfrecord_pattern(value):
+    if value and os.path.isdir(value):
+        return os.path.join(value, "*.tfrecord*")
+    return value
+
+
+def run_eval(predictor):
+    from utils.coco_eval import evaluate_dataset
+
+    if not FLAGS.annotations_file:
+        _fail("-eval needs -annotations_file")
+    if bool(FLAGS.image_dir) == bool(FLAGS.tfrecord_pattern):
+        _fail("-eval needs exactly one of -image_dir or -tfrecord_pattern")
+    metrics = evaluate_dataset(predictor, FLAGS.annotations_file, image_dir=FLAGS.image_dir,
+                               tfrecord_pattern=_tfrecord_pattern(FLAGS.tfrecord_pattern), output_dir=FLAGS.output_dir,
+                               max_images=FLAGS.max_images)
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    print(f"wrote detections.json and metrics.json to {FLAGS.output_dir}")
+
+
+def run_benchmark(predictor):
+    """Per-stage means over the images after the first 2 (original eval.py --benchmark)."""
+    from yolact.predictor import InputError, read_image
+
+    folder = FLAGS.image_dir or (FLAGS.images and _split(FLAGS.images)[0])
+    if not folder or not os.path.isdir(folder):
+        _fail("-benchmark needs -image_dir (a folder of images)")
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
+    n_images = FLAGS.max_images or 100
+    totals, count = {}, 0
+    for i, name in enumerate(names[: n_images + 2]):
+        try:
+            image = read_image(os.path.join(folder, name))  # data loading: not timed
+        except InputError as e:
+            print(f"skipped {name}: {e}")
+            continue
+        timings = {}
+        predictor.predict(image, timings)
+        if i >= 2:
+            for k, v in timings.items():
+                totals[k] = totals.get(k, 0.0) + v
+            count += 1
+    if count == 0:
+        _fail(f"need more than 2 readable images in {folder}")
+    stages = ("preprocess", "network", "nms", "masks")
+    ms = {k: 1000 * totals[k] / count for k in stages}
+    total = sum(ms.values())
+    print(f"benchmark over {count} images ({predictor.cfg.name} at {predictor.cfg.img_size}): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()) + f"; total {total:.1f} ms = {1000 / total:.2f} FPS")
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}")
+    modes = [m for m in ("image", "images", "video") if getattr(FLAGS, m)] + \
+        [m for m in ("eval", "benchmark") if getattr(FLAGS, m)]
+    if len(modes) != 1:
+        _fail("choose exactly one of -image, -images, -video, -eval, -benchmark")
+    if not FLAGS.checkpoint:
+        _fail("-checkpoint is required")
+    from config import get_config
+    from yolact.predictor import InputError, Predictor
+
+    try:
+        cfg = get_config(FLAGS.config, img_size=FLAGS.img_size)
+        nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
+        predictor = Predictor.from_checkpoint(cfg, FLAGS.checkpoint, FLAGS.label_map, nms_type=nms_type)
+        t0 = time.perf_counter()
+        {"image": lambda: run_image(predictor, FLAGS.image), "images": lambda: run_folder(predictor, FLAGS.images),
+         "video": lambda: run_video(predictor, FLAGS.video), "eval": lambda: run_eval(predictor),
+         "benchmark": lambda: run_benchmark(predictor)}[modes[0]]()
+        print(f"done in {time.perf_counter() - t0:.1f} s")
+    except (InputError, ValueError, FileNotFoundError, OSError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+if __name__ == "__main__":
+    app.run(main)
