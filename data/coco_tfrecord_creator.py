@@ -71,6 +71,22 @@ class CreatorError(Exception):
     """A fatal input or output problem; the message is one line, printed as the CLI's error."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while the CLI ran; ``signum`` tells which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_PENDING_SIGNAL: List[Optional[int]] = [None]  # set by the CLI's signal handler
+
+
+def _check_interrupted() -> None:
+    if _PENDING_SIGNAL[0] is not None:
+        raise Interrupted(_PENDING_SIGNAL[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitSpec:
     """One split to convert: ``name`` ('train' or 'val'), its image folder and COCO-style annotation json."""
@@ -383,6 +399,7 @@ def _write_split(plan: SplitPlan, directory: str, num_shards: int, num_workers: 
     bar = tqdm(total=len(tasks), desc=plan.spec.name, unit="img", disable=not progress, file=sys.stderr)
     try:
         for i, res in enumerate(_results(tasks, num_workers)):
+            _check_interrupted()
             bar.update(1)
             if not res["ok"]:
                 plan.skipped_images.append((res["file_name"], res["reason"]))
@@ -512,6 +529,7 @@ def create_tfrecords(splits: Sequence[SplitSpec], output_dir: str, num_shards: i
             report["splits"][plan.spec.name] = _write_split(plan, tmp, num_shards, num_workers, strict, progress)
         with open(os.path.join(tmp, REPORT_FILENAME), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
+        _check_interrupted()
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
@@ -571,16 +589,12 @@ def _define_flags() -> None:
     flags.DEFINE_bool("strict", False, "Treat every skipped image or annotation as an error (nothing written).")
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; ``signum`` tells which."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_interrupted(signum, _frame):
-    raise Interrupted(signum)
+def _on_signal(signum, _frame):
+    """CLI handler for SIGINT / SIGTERM: only flag it; the write loop stops at the next image (an exception raised
+    from a handler could land in a ``__del__`` and be lost). A second signal stops at once."""
+    if _PENDING_SIGNAL[0] is not None:
+        raise Interrupted(signum)
+    _PENDING_SIGNAL[0] = signum
 
 
 def main(argv: Sequence[str]) -> int:
@@ -590,7 +604,7 @@ def main(argv: Sequence[str]) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # keep it ignored where the caller chose so (nohup)
-            signal.signal(signum, _raise_interrupted)
+            signal.signal(signum, _on_signal)
 
     FLAGS = flags.FLAGS
     prog = "coco_tfrecord_creator"

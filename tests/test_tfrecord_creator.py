@@ -348,7 +348,8 @@ def test_bad_annotations_are_skipped_and_boxes_clipped(bad_run):
 def test_strict_mode_writes_nothing(bad_run, tmp_path):
     _, _, _, _, _, img_dir, ann_file = bad_run
     out = tmp_path / "out"
-    with pytest.raises(creator.CreatorError, match=r"^strict: 6 item\(s\) would be skipped: val image missing.jpg: file not found"):
+    expected = r"^strict: 6 item\(s\) would be skipped: val image missing.jpg: file not found"
+    with pytest.raises(creator.CreatorError, match=expected):
         creator.create_tfrecords([creator.SplitSpec("val", str(img_dir), str(ann_file))], str(out), strict=True,
                                  num_workers=1, progress=False)
     assert os.listdir(tmp_path) == []
@@ -465,7 +466,7 @@ def test_interrupted_run_leaves_no_output(coco_mini, tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert not out.exists()
+    assert not out.exists(), (proc.returncode, err[-3000:])
     if sig != signal.SIGKILL:
         assert proc.returncode == 128 + sig and "interrupted; nothing written" in err
         assert os.listdir(tmp_path) == []  # the temp directory is removed too
