@@ -1,0 +1,129 @@
+"""Serve a training run's TensorBoard logs on 127.0.0.1 and screenshot them in headless Chromium.
+
+Usage::
+
+    .venv/bin/python benchmarks/tensorboard_screenshots.py -logdir quickstart_out/logs -out_dir /tmp/tb_shots
+
+Needs Debian's ``chromium`` (``apt-get install chromium chromium-driver``). TensorBoard is started as a child
+process on a free loopback port and stopped by its PID afterwards, whatever happens. Writes ``scalars.png``,
+``images.png`` and ``time_series.png`` into ``-out_dir`` (keep them out of the repository) and prints the tags
+TensorBoard reports over its HTTP API, so the check does not rest on the pictures alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from absl import app, flags
+
+flags.DEFINE_string("logdir", None, "TensorBoard log directory of a training run.")
+flags.DEFINE_string("out_dir", "/tmp/tensorboard_screenshots", "Where the PNG screenshots go (outside the repo).")
+flags.DEFINE_string("chromium", "", "Chromium binary; default: chromium or chromium-browser on PATH.")
+flags.DEFINE_integer("timeout", 90, "Seconds to wait for TensorBoard to load the logs.")
+FLAGS = flags.FLAGS
+
+_CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1600,1100",
+    "--virtual-time-budget=20000",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:  # loopback only
+        return json.loads(r.read().decode())
+
+
+def _wait_for_tags(base: str, timeout: float) -> dict:
+    """Poll TensorBoard's API until the run's scalar tags appear; returns {plugin: {run: tags}}."""
+    deadline = time.time() + timeout
+    last_err = None
+    while time.time() < deadline:
+        try:
+            scalars = _get_json(base + "/data/plugin/scalars/tags")
+            if scalars:
+                images = _get_json(base + "/data/plugin/images/tags")
+                return {"scalars": scalars, "images": images}
+        except Exception as e:  # not up yet
+            last_err = e
+        time.sleep(1.0)
+    raise RuntimeError(f"TensorBoard did not serve any scalar tags within {timeout}s ({last_err})")
+
+
+def _screenshot(chromium: str, url: str, path: str) -> None:
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        subprocess.run(
+            [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}", url],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    if not os.path.exists(path):
+        raise RuntimeError(f"chromium wrote no screenshot for {url}")
+
+
+def main(argv):
+    del argv
+    if not FLAGS.logdir or not os.path.isdir(FLAGS.logdir):
+        sys.exit(f"tensorboard_screenshots: -logdir {FLAGS.logdir!r} is not a directory")
+    chromium = FLAGS.chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        sys.exit("tensorboard_screenshots: chromium not found (apt-get install chromium chromium-driver)")
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    port = _free_port()
+    tb_bin = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    proc = subprocess.Popen(
+        [tb_bin, "--logdir", FLAGS.logdir, "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    print(f"tensorboard pid {proc.pid} on http://127.0.0.1:{port}")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        tags = _wait_for_tags(base, FLAGS.timeout)
+        for plugin, runs in tags.items():
+            for run, run_tags in runs.items():
+                print(f"{plugin} / {run}: {sorted(run_tags)}")
+        for name, frag in (("scalars", "#scalars"), ("images", "#images"), ("time_series", "#timeseries")):
+            path = os.path.join(FLAGS.out_dir, f"{name}.png")
+            _screenshot(chromium, f"{base}/{frag}", path)
+            print(f"wrote {path}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        print(f"stopped tensorboard pid {proc.pid}")
+
+
+if __name__ == "__main__":
+    app.run(main)
