@@ -1,0 +1,67 @@
+"""Small helpers for the absl CLIs: safe arithmetic for numeric flags such as ``-weight_decay '5 * 1e-4'``."""
+
+from __future__ import annotations
+
+import re
+
+from absl import flags
+
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_TOKEN = re.compile(rf"\s*(?:(?P<num>{_NUMBER})|(?P<op>[*/]))")
+
+
+def parse_number(text) -> float:
+    """Evaluate a product/quotient of decimal numbers, left to right, without ``eval``.
+
+    Accepts e.g. ``"5e-4"``, ``"5 * 1e-4"``, ``"1/3"``, ``"2 * 3 / 4"``; ints and floats pass through.
+
+    Raises:
+      ValueError: anything else (names, ``+``/``-`` between numbers, parentheses, ``**``, empty text, / 0), with
+        a one-line message.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    s = str(text)
+    pos, value, op, expect_number = 0, None, None, True
+    while pos < len(s):
+        if s[pos:].strip() == "":
+            break
+        m = _TOKEN.match(s, pos)
+        if m is None or (expect_number and m.group("num") is None) or (not expect_number and m.group("op") is None):
+            raise ValueError(f"cannot parse {s!r} as a number: use numbers joined by * or / (e.g. '5 * 1e-4')")
+        if expect_number:
+            x = float(m.group("num"))
+            if value is None:
+                value = x
+            elif op == "*":
+                value *= x
+            else:
+                if x == 0:
+                    raise ValueError(f"cannot parse {s!r} as a number: division by zero")
+                value /= x
+        else:
+            op = m.group("op")
+        expect_number = not expect_number
+        pos = m.end()
+    if value is None or expect_number:
+        raise ValueError(f"cannot parse {s!r} as a number: use numbers joined by * or / (e.g. '5 * 1e-4')")
+    return value
+
+
+class ArithmeticParser(flags.ArgumentParser):
+    """absl parser for float flags written as ``'5 * 1e-4'``."""
+
+    def parse(self, argument):
+        return parse_number(argument)
+
+    def flag_type(self):
+        return "float expression"
+
+
+def DEFINE_number(name, default, help, flag_values=flags.FLAGS, **kwargs):  # noqa: N802 (absl naming)
+    """A float flag that accepts ``a * b / c`` expressions (see :func:`parse_number`)."""
+    flags.DEFINE(ArithmeticParser(), name, default, help, flag_values=flag_values,
+                 serializer=flags.ArgumentSerializer(), **kwargs)
+
+
+__all__ = ["parse_number", "DEFINE_number", "ArithmeticParser"]
