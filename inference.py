@@ -68,6 +68,10 @@ def _draw(predictor, image, result):
                            FLAGS.display_masks, FLAGS.display_bboxes, FLAGS.display_text, FLAGS.display_scores)
 
 
+def _display_limits():
+    return {"score_threshold": FLAGS.score_threshold, "max_detections": FLAGS.top_k}
+
+
 def _write_image(path, rgb):
     import cv2
 
@@ -81,7 +85,7 @@ def run_image(predictor, spec):
 
     src, dst = _split(spec)
     image = read_image(src)
-    result = predictor.predict(image)
+    result = predictor.predict(image, **_display_limits())
     dst = dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0] + ".png")
     _write_image(dst, _draw(predictor, image, result))
     print(f"{src}: {len(result['scores'])} detections -> {dst}")
@@ -106,7 +110,7 @@ def run_folder(predictor, spec):
             skipped.append(name)
             tqdm.write(f"skipped {name}: {e}")
             continue
-        result = predictor.predict(image)
+        result = predictor.predict(image, **_display_limits())
         _write_image(os.path.join(dst, os.path.splitext(name)[0] + ".png"), _draw(predictor, image, result))
         done += 1
     print(f"processed {done} images into {dst}; skipped {len(skipped)}" + (f": {', '.join(skipped)}" if skipped else ""))
@@ -171,7 +175,7 @@ def run_video(predictor, spec):
             rgb = frame[..., ::-1].copy()
             if writer is None:
                 writer, dst = _open_writer(dst, fps, (rgb.shape[1], rgb.shape[0]))
-            writer.write(_draw(predictor, rgb, predictor.predict(rgb))[..., ::-1].copy())
+            writer.write(_draw(predictor, rgb, predictor.predict(rgb, **_display_limits()))[..., ::-1].copy())
             written += 1
             bar.update(1)
     except KeyboardInterrupt:

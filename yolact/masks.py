@@ -10,7 +10,7 @@ Boxes: relative ``[x1, y1, x2, y2]`` × (w, h), ordered, clamped to [0, w] / [0,
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -100,7 +100,8 @@ def boxes_to_pixels(boxes: tf.Tensor, height, width) -> tf.Tensor:
 
 
 def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int, width: int,
-                score_threshold: float = 0.0, crop_to_box: bool = True) -> Dict[str, np.ndarray]:
+                score_threshold: float = 0.0, crop_to_box: bool = True,
+                max_detections: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Final detections of ONE image at its original size, as numpy, real rows only.
 
     original: layers/output_utils.py postprocess(dets, w, h, batch_idx, crop_masks=True, score_threshold).
@@ -111,6 +112,7 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
       proto: float32 [1, Hp, Wp, K] prototypes of that image.
       height, width: original image size in pixels.
       score_threshold: drop detections with score <= this (0 keeps every real row, like eval.py).
+      max_detections: keep only the best this many (masks are assembled for those only; display modes).
 
     Returns:
       dict ``boxes`` int32 [n,4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n] 0-based foreground class,
@@ -124,6 +126,8 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
     n = int(detections["num_detections"][0])
     scores = detections["scores"][0, :n].numpy()
     keep = np.nonzero(scores > score_threshold)[0] if score_threshold > 0 else np.arange(n)
+    if max_detections is not None:
+        keep = keep[:max_detections]
     boxes = tf.gather(detections["boxes"][:, :n], keep, axis=1)
     coefs = tf.gather(detections["coefs"][:, :n], keep, axis=1)
     probs = _assemble_fn(bool(crop_to_box))(tf.convert_to_tensor(proto, tf.float32), coefs, boxes,

@@ -156,10 +156,12 @@ class Predictor:
         return self._detect(outputs["loc"], outputs["conf"], outputs["mask"], self.anchors)
 
     def predict_preprocessed(self, images: tf.Tensor, height: int, width: int,
-                             timings: Optional[Dict[str, float]] = None) -> Dict[str, np.ndarray]:
+                             timings: Optional[Dict[str, float]] = None, score_threshold: float = 0.0,
+                             max_detections: Optional[int] = None) -> Dict[str, np.ndarray]:
         """One normalized image [1, S, S, 3] → :func:`yolact.masks.postprocess` dict at (height, width).
 
         ``timings`` (if given) accumulates seconds under 'network', 'nms', 'masks' (each synchronised).
+        ``score_threshold`` / ``max_detections`` restrict the detections before mask assembly (display modes).
         """
         t0 = time.perf_counter()
         out = self.run_network(images)
@@ -168,16 +170,20 @@ class Predictor:
         dets = self.detect(out)
         dets["num_detections"].numpy()
         t2 = time.perf_counter()
-        result = masks.postprocess(dets, out["proto"], height, width)
+        result = masks.postprocess(dets, out["proto"], height, width, score_threshold=score_threshold,
+                                   max_detections=max_detections)
         t3 = time.perf_counter()
         if timings is not None:
             for key, dt in (("network", t1 - t0), ("nms", t2 - t1), ("masks", t3 - t2)):
                 timings[key] = timings.get(key, 0.0) + dt
         return result
 
-    def predict(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None) -> Dict[str, np.ndarray]:
+    def predict(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None, score_threshold: float = 0.0,
+                max_detections: Optional[int] = None) -> Dict[str, np.ndarray]:
         """uint8 RGB [H, W, 3] → dict ``boxes`` int32 [n,4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n]
         (0-based foreground), ``scores`` float32 [n], ``masks`` uint8 [n, H, W], sorted by score.
+
+        ``score_threshold`` / ``max_detections``: see :meth:`predict_preprocessed`.
 
         Raises:
           InputError: not a uint8 RGB image.
@@ -187,7 +193,7 @@ class Predictor:
         x.numpy()
         if timings is not None:
             timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - t0
-        return self.predict_preprocessed(x, image.shape[0], image.shape[1], timings)
+        return self.predict_preprocessed(x, image.shape[0], image.shape[1], timings, score_threshold, max_detections)
 
     def iter_dataset(self, coco_gt, image_dir=None, tfrecord_pattern=None, max_images=None,
                      progress=True) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
