@@ -4,7 +4,8 @@ original: utils/augmentations.py SSDAugmentation, BaseTransform, FastBaseTransfo
 §2.3, §9.2. Steps, each switched by a ``cfg.parser.augment_*`` flag:
 
 1. Photometric distortion on the float image, **never clipped**: brightness (p ½, + U(−32, 32)); then with p ½
-   ``[contrast, →HSV, saturation, hue, →RGB]`` else ``[→HSV, saturation, hue, →RGB, contrast]``; contrast p ½
+   ``[contrast, →HSV, saturation, hue, →RGB]`` else ``[→HSV, saturation, hue, →RGB, contrast]`` (HSV round trip
+   always done, in one fused expression, :func:`hsv_jitter`); contrast p ½
    × U(0.5, 1.5); saturation p ½ S × U(0.5, 1.5); hue p ½ H + U(−18, 18) degrees, wrapped. The HSV conversion
    reproduces OpenCV's float ``cvtColor`` (H in degrees, ``S = (V − min)/(|V| + FLT_EPSILON)``), so the original's
    BGR-float behaviour is obtained on RGB, out-of-range values included. Lighting noise is a no-op there too.
@@ -80,6 +81,31 @@ def hsv_to_rgb_cv2(hsv: tf.Tensor) -> tf.Tensor:
     return tf.stack([r, g, b], axis=-1)
 
 
+def hsv_jitter(image: tf.Tensor, saturation_factor, hue_delta) -> tf.Tensor:
+    """OpenCV-float ``RGB→HSV``, ``S *= saturation_factor``, ``H += hue_delta`` (degrees, wrapped), ``HSV→RGB``.
+
+    One fused expression equal to the composition of :func:`rgb_to_hsv_cv2` and :func:`hsv_to_rgb_cv2` (to float
+    rounding), for any (unclipped) values. Like the original, the round trip is not the identity for pixels whose
+    maximum channel is negative (OpenCV's ``S = (V − min)/|V|``).
+
+    Args:
+      image: float32 [..., 3] RGB; saturation_factor, hue_delta: float scalars.
+    Returns:
+      float32 [..., 3] RGB. original: utils/augmentations.py ConvertColor, RandomSaturation, RandomHue.
+    """
+    r, g, b = tf.unstack(image, 3, axis=-1)
+    v = tf.maximum(tf.maximum(r, g), b)
+    c = v - tf.minimum(tf.minimum(r, g), b)
+    inv = 1.0 / (c + _FLT_EPSILON)
+    # Hue in sextants (degrees / 60), OpenCV's case order: V == R, then V == G, else B.
+    h6 = tf.where(tf.equal(v, r), (g - b) * inv, tf.where(tf.equal(v, g), (b - r) * inv + 2.0, (r - g) * inv + 4.0))
+    h6 = tf.math.floormod(h6 + hue_delta / 60.0, 6.0)
+    vs = (v * saturation_factor) * (c / (tf.abs(v) + _FLT_EPSILON))  # V * S'
+    # channel = V * (1 - S' * (1 - f_c(H))), f_c the piecewise-linear hue ramps of the sector table.
+    ramps = tf.stack([2.0 - tf.abs(h6 - 3.0), tf.abs(h6 - 2.0) - 1.0, tf.abs(h6 - 4.0) - 1.0], axis=-1)
+    return v[..., None] - vs[..., None] * tf.clip_by_value(ramps, 0.0, 1.0)
+
+
 def photometric_distort(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """The original's PhotometricDistort on a float RGB image (no clipping).
 
@@ -95,21 +121,13 @@ def photometric_distort(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     def contrast(x):
         return x * tf.where(u[3] < 0.5, 0.5 + u[4], 1.0)
 
-    def hsv_jitter(x):
-        # The original always converts; when neither saturation nor hue fires the round trip is the identity up
-        # to float rounding (~1e-5), so it is skipped.
-        return tf.cond((u[5] < 0.5) | (u[7] < 0.5), lambda: _hsv_jitter(x), lambda: x)
+    def jitter(x):
+        # Always converted, as the original (the round trip changes pixels whose max channel is negative).
+        sat = tf.where(u[5] < 0.5, 0.5 + u[6], 1.0)
+        hue = tf.where(u[7] < 0.5, -18.0 + 36.0 * u[8], 0.0)
+        return hsv_jitter(x, sat, hue)
 
-    def _hsv_jitter(x):
-        hsv = rgb_to_hsv_cv2(x)
-        h, s, v = tf.unstack(hsv, 3, axis=-1)
-        s = s * tf.where(u[5] < 0.5, 0.5 + u[6], 1.0)
-        h = h + tf.where(u[7] < 0.5, -18.0 + 36.0 * u[8], 0.0)
-        h = tf.where(h > 360.0, h - 360.0, h)
-        h = tf.where(h < 0.0, h + 360.0, h)
-        return hsv_to_rgb_cv2(tf.stack([h, s, v], axis=-1))
-
-    return tf.cond(u[2] < 0.5, lambda: hsv_jitter(contrast(image)), lambda: contrast(hsv_jitter(image)))
+    return tf.cond(u[2] < 0.5, lambda: jitter(contrast(image)), lambda: contrast(jitter(image)))
 
 
 # ------------------------------------------------------------------------------------------ expand and crop

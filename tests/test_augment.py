@@ -85,6 +85,24 @@ def test_hsv_matches_opencv_float_conversion():
                                atol=1e-3, rtol=1e-5)
 
 
+@pytest.mark.parametrize("sat,hue", [(1.45, 17.0), (0.55, -18.0), (1.0, 0.0)])
+def test_fused_hsv_jitter_equals_opencv_round_trip(sat, hue):
+    """Saturation/hue jitter as the original does it with cv2 on floats, negative pixels included."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-40.0, 300.0, (64, 64, 3)).astype(np.float32)
+    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] *= sat
+    hsv[..., 0] += hue
+    hsv[..., 0][hsv[..., 0] > 360.0] -= 360.0
+    hsv[..., 0][hsv[..., 0] < 0.0] += 360.0
+    ref = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    ours = augment.hsv_jitter(x, sat, hue).numpy()
+    np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=1e-5)
+    if sat == 1.0:  # not the identity where the max channel is negative, exactly as OpenCV
+        neg = x.max(-1) < 0
+        assert neg.any() and not np.allclose(ours[neg], x[neg], atol=1e-2)
+
+
 def test_no_augmentation_is_resize_and_normalize(sample):
     image, boxes, masks, crowd = sample
     out = _run(sample, _cfg(), [0, 0])
