@@ -182,3 +182,12 @@ def test_bad_arguments_raise(fixture_outputs):
         detect(_raw(fixture_outputs), fixture_outputs["priors"], CFG, nms_type="traditional", jit=True)
     with pytest.raises(ValueError, match="anchors"):
         detect(_raw(fixture_outputs), fixture_outputs["priors"][:100], CFG)
+
+
+def test_postprocess_of_no_detection_is_empty(fixture_outputs):
+    conf = fixture_outputs["conf"][1:2].copy()
+    conf[..., 0] = 30.0
+    d = detect({"loc": fixture_outputs["loc"][1:2], "conf": conf, "mask": fixture_outputs["mask"][1:2]},
+               fixture_outputs["priors"], CFG, jit=False)
+    out = postprocess(d, fixture_outputs["proto"][1:2], 640, 480)
+    assert out["masks"].shape == (0, 640, 480) and out["boxes"].shape == (0, 4) and len(out["scores"]) == 0

@@ -128,6 +128,9 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
     keep = np.nonzero(scores > score_threshold)[0] if score_threshold > 0 else np.arange(n)
     if max_detections is not None:
         keep = keep[:max_detections]
+    if len(keep) == 0:
+        return {"boxes": np.zeros([0, 4], np.int32), "classes": np.zeros([0], np.int32),
+                "scores": np.zeros([0], np.float32), "masks": np.zeros([0, int(height), int(width)], np.uint8)}
     boxes = tf.gather(detections["boxes"][:, :n], keep, axis=1)
     coefs = tf.gather(detections["coefs"][:, :n], keep, axis=1)
     probs = _assemble_fn(bool(crop_to_box))(tf.convert_to_tensor(proto, tf.float32), coefs, boxes,
