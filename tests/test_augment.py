@@ -26,10 +26,16 @@ def _cfg(**on):
     return dataclasses.replace(CFG, parser=dataclasses.replace(CFG.parser, **flags))
 
 
+def _val_coco(coco_mini, _cache={}):
+    if "coco" not in _cache:
+        _cache["coco"] = COCO(str(coco_mini / "annotations" / "instances_val2017.json"))
+    return _cache["coco"]
+
+
 @pytest.fixture(scope="module")
 def sample(coco_mini):
     """A val image with a crowd and many objects, its masks (annToMask) and the masks' bounding boxes."""
-    coco = COCO(str(coco_mini / "annotations" / "instances_val2017.json"))
+    coco = _val_coco(coco_mini)
     img_id = next(i for i in sorted(coco.getImgIds())
                   if any(a["iscrowd"] for a in coco.loadAnns(coco.getAnnIds(imgIds=i)))
                   and len(coco.getAnnIds(imgIds=i)) >= 6)
@@ -199,3 +205,41 @@ def test_eval_preprocess_equals_fixture_input(fixture_inputs, k):
     ref = fixture_inputs["input"][k]
     assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 1e-6
     assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_no_augmentation_reproduces_fixture_gt(fixture_inputs, fixture_outputs, coco_mini, k):
+    """With every augment flag off, the original's training GT (fixture gt_boxes/gt_masks, cv2 resize of the uint8
+    annToMask masks) and the matching targets come out of augment + build_targets from the raw COCO data."""
+    from data import targets
+    from yolact.anchors import make_anchors
+
+    coco = _val_coco(coco_mini)
+    img_id = int(fixture_inputs["image_ids"][k])
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+    anns = [a for a in anns if not a["iscrowd"]] + [a for a in anns if a["iscrowd"]]  # the original's order
+    image = fixture_inputs[f"image{k}"]
+    h, w = image.shape[:2]
+    boxes = np.array([[a["bbox"][0] / w, a["bbox"][1] / h, (a["bbox"][0] + a["bbox"][2]) / w,
+                       (a["bbox"][1] + a["bbox"][3]) / h] for a in anns], np.float32)
+    masks = np.stack([coco.annToMask(a) for a in anns])
+    crowd = np.array([a["iscrowd"] == 1 for a in anns])
+    out = augment.augment(image, boxes, masks, crowd, _cfg(), tf.constant([0, 0], tf.int64))
+    np.testing.assert_allclose(out["boxes"].numpy(), fixture_inputs[f"gt_boxes{k}"], atol=1e-6)
+    ref_masks = fixture_inputs[f"gt_masks{k}"].transpose(1, 2, 0)
+    # cv2 resizes uint8 masks with 11-bit fixed-point weights, so pixels whose bilinear value is within ~1e-3 of
+    # 0.5 can round the other way: about 1e-4 of the pixels.
+    assert (out["masks"].numpy() != ref_masks).mean() < 5e-4
+    img = out["image"].numpy()
+    assert np.linalg.norm(img - fixture_inputs["input"][k]) / np.linalg.norm(fixture_inputs["input"][k]) < 1e-6
+    classes = np.array([coco.getCatIds().index(a["category_id"]) + 1 for a in anns])
+    t = targets.build_targets(out["boxes"], classes, out["masks"], out["is_crowd"], make_anchors(CFG), CFG)
+    np.testing.assert_array_equal(t["cls_t"].numpy(), fixture_outputs["match_conf_t"][k])
+    np.testing.assert_array_equal(t["idx_t"].numpy(), fixture_outputs["match_idx_t"][k])
+    # Boxes from the raw json equal the fixture's to ~1e-7 (another float path; the 1e-5 parity from the fixture's
+    # own GT is tested in test_box_ops), which the encoding amplifies up to ~2e-5.
+    np.testing.assert_allclose(t["loc_t"].numpy(), fixture_outputs["match_loc_t"][k], atol=5e-5, rtol=1e-5)
+    labels = fixture_inputs[f"gt_labels{k}"]
+    n = int((labels >= 0).sum())
+    assert int(t["num_obj"]) == n
+    np.testing.assert_array_equal(t["gt_classes"].numpy()[:n], labels[:n] + 1)
