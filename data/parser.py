@@ -63,6 +63,11 @@ def _load_label_map(label_map, files, cfg):
 
 def _record_dataset(files, shuffle, seed, input_context, num_parallel_calls):
     ds = tf.data.Dataset.from_tensor_slices(files)
+    if input_context is not None and input_context.num_input_pipelines > len(files):
+        raise ValueError(
+            f"{len(files)} TFRecord file(s) cannot be sharded between {input_context.num_input_pipelines} input"
+            " pipelines; write at least that many shards"
+        )
     if input_context is not None and input_context.num_input_pipelines > 1:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if shuffle:
@@ -147,7 +152,7 @@ def train_dataset(
       ``[x1, y1, x2, y2]``, ``gt_classes`` int32 [B, M], ``gt_masks`` float32 [B, M, Hp, Hp], ``segm_t`` float32
       [B, H3, H3, C − 1], ``num_obj`` int32 [B].
     Raises:
-      ValueError: no file matches, unreadable label map, or class-count mismatch.
+      ValueError: no file matches, unreadable label map, class-count mismatch, or fewer files than input pipelines.
     """
     files = _files(file_pattern)
     lm = _load_label_map(label_map, files, cfg)

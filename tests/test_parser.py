@@ -182,3 +182,44 @@ def test_errors(records, tmp_path):
         parser.train_dataset(pattern, CFG.with_num_classes(21), 2)
     with pytest.raises(ValueError, match="no TFRecord files match"):
         parser.eval_dataset(str(tmp_path / "none-*.tfrecord"), CFG)
+
+
+def test_input_context_needs_enough_shards(records):
+    pattern, _ = records
+    ctx = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=0, num_replicas_in_sync=3)
+    with pytest.raises(ValueError, match="cannot be sharded between 3 input pipelines"):
+        parser.train_dataset(pattern, CFG, 6, input_context=ctx)
+
+
+def test_targets_cap_and_empty_images():
+    """build_targets directly: > num_max_pad objects keep the largest; zero / crowd-only images are all background."""
+    from data import targets
+    from yolact import box_ops
+    from yolact.anchors import make_anchors
+
+    anchors = make_anchors(CFG)
+    fn = tf.function(lambda b, c, m, cr: targets.build_targets(b, c, m, cr, anchors, CFG))
+    rng = np.random.default_rng(0)
+    n = 104
+    xy = rng.uniform(0.0, 0.5, (n, 2))
+    wh = rng.permutation(np.linspace(0.05, 0.45, n))[:, None].repeat(2, 1)
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    masks = np.zeros((550, 550, n), np.float32)
+    for k, (x1, y1, x2, y2) in enumerate((boxes * 550).astype(int)):
+        masks[y1:y2, x1:x2, k] = 1
+    classes = rng.integers(1, 81, n).astype(np.int32)
+    t = fn(boxes, classes, masks, np.zeros(n, bool))
+    keep = np.sort(np.argsort(-wh[:, 0])[:100])
+    assert int(t["num_obj"]) == 100
+    np.testing.assert_allclose(t["gt_boxes"].numpy(), boxes[keep])
+    np.testing.assert_array_equal(t["gt_classes"].numpy(), classes[keep])
+
+    empty = fn(np.zeros((0, 4), np.float32), np.zeros(0, np.int32), np.zeros((550, 550, 0), np.float32),
+               np.zeros(0, bool))
+    assert int(empty["num_obj"]) == 0 and not empty["cls_t"].numpy().any()
+    assert not empty["gt_masks"].numpy().any() and not empty["segm_t"].numpy().any()
+    crowd = np.array([[0.0, 0.0, 0.5, 0.5]], np.float32)
+    only_crowd = fn(crowd, np.ones(1, np.int32), np.ones((550, 550, 1), np.float32), np.ones(1, bool))
+    covered = box_ops.jaccard(box_ops.point_form(anchors), crowd, iscrowd=True).numpy()[:, 0] > 0.7
+    np.testing.assert_array_equal(only_crowd["cls_t"].numpy(), np.where(covered, -1, 0))
+    assert int(only_crowd["num_obj"]) == 0 and not only_crowd["segm_t"].numpy().any()
