@@ -167,6 +167,10 @@ def traditional_nms(boxes, fg_scores, coefs, conf_threshold, nms_threshold, max_
 
 
 def _detect_graph(loc, conf, mask, anchors, det_cfg, nms_type, img_size):
+    n = anchors.shape[0]  # static shapes for top_k / reshapes even when the model's outputs lost them
+    loc = tf.ensure_shape(loc, [None, n, 4])
+    conf = tf.ensure_shape(conf, [None, n, None])
+    mask = tf.ensure_shape(mask, [None, n, None])
     boxes = decode(loc, anchors)
     fg_scores = tf.nn.softmax(conf, axis=-1)[..., 1:]
     if nms_type == "fast":
