@@ -73,7 +73,11 @@ def main(argv=None) -> int:
         if not tf.io.gfile.glob(pattern):
             print(f"error: no train-*.tfrecord in {records}", file=sys.stderr)
             return 2
-        cfg = get_config(args.config, num_classes=read_label_map(records).num_classes)
+        try:
+            cfg = get_config(args.config, num_classes=read_label_map(records).num_classes)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         cores = os.cpu_count()
         print(f"config {cfg.name}, batch {args.batch_size}, {args.batches} timed batches, {cores} cores")
         one = _measure(pattern, cfg, args.batch_size, args.batches, threads=1)
