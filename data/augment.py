@@ -275,8 +275,9 @@ def augment(image, boxes, masks, is_crowd, cfg, seed) -> Dict[str, tf.Tensor]:
       seed: int [2] stateless seed.
     Returns:
       dict with ``image`` float32 [S, S, 3] normalized RGB; ``boxes`` float32 [m, 4] relative ``[x1, y1, x2, y2]``
-      of the network input; ``masks`` float32 [S, S, m] 0/1 (objects as channels, as the original's Resize); ``is_crowd`` bool [m]; ``indices`` int32 [m], the
-      input row of each kept object (to gather labels etc.), m <= n in input order.
+      of the network input; ``masks`` uint8 [S, S, m] 0/1 (objects as channels, as the original's Resize);
+      ``is_crowd`` bool [m]; ``indices`` int32 [m], the input row of each kept object (to gather labels etc.),
+      m <= n, in input order.
     """
     p = cfg.parser
     size = cfg.model.img_size
@@ -314,7 +315,7 @@ def augment(image, boxes, masks, is_crowd, cfg, seed) -> Dict[str, tf.Tensor]:
     out_img = resample(img, rect, top, left, size)
     kept_masks = tf.transpose(tf.gather(masks, indices), [1, 2, 0])  # gather on axis 0 is far cheaper
     out_masks = resample(kept_masks, rect, top, left, size)
-    out_masks = tf.cast(out_masks >= 0.5, tf.float32)
+    out_masks = tf.cast(out_masks >= 0.5, tf.uint8)  # uint8 keeps the later passes over [S, S, m] cheap
     crowd = tf.gather(is_crowd, indices)
 
     if p.augment_random_mirror:

@@ -38,7 +38,7 @@ def build_targets(boxes, classes, masks, is_crowd, anchors, cfg) -> Dict[str, tf
     Args:
       boxes: float32 [n, 4] relative ``[x1, y1, x2, y2]`` of the network input (after augmentation).
       classes: int32 [n] class channel 1..C-1 (ignored for crowds).
-      masks: float32 [S, S, n] 0/1 masks at network size (objects as channels), S = ``cfg.model.img_size``.
+      masks: uint8 or float32 [S, S, n] 0/1 masks at network size (objects as channels), S = ``cfg.model.img_size``.
       is_crowd: bool [n].
       anchors: float32 [N, 4] relative ``[cx, cy, w, h]`` (``yolact.anchors.make_anchors(cfg)``).
       cfg: YolactConfig.
@@ -59,7 +59,7 @@ def build_targets(boxes, classes, masks, is_crowd, anchors, cfg) -> Dict[str, tf
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
     classes = tf.cast(classes, tf.int32)
     is_crowd = tf.cast(is_crowd, tf.bool)
-    masks = tf.cast(masks, tf.float32)
+    masks = tf.convert_to_tensor(masks)
 
     keep = keep_largest(box_ops.box_area(boxes), m)
     capped = tf.shape(keep)[0] < tf.shape(boxes)[0]
@@ -85,7 +85,7 @@ def build_targets(boxes, classes, masks, is_crowd, anchors, cfg) -> Dict[str, tf
     )
 
     # Resize every mask (plus one dummy channel, so that zero objects work), then keep the non-crowd ones.
-    padded = tf.concat([masks, tf.zeros(tf.concat([tf.shape(masks)[:2], [1]], 0), tf.float32)], axis=2)
+    padded = tf.concat([masks, tf.zeros(tf.concat([tf.shape(masks)[:2], [1]], 0), masks.dtype)], axis=2)
 
     def down(side):
         small = tf.image.resize(padded, [side, side], "bilinear", antialias=False) > 0.5

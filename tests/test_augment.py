@@ -54,7 +54,9 @@ def sample(coco_mini):
 
 def _run(sample, cfg, seed):
     image, boxes, masks, crowd = sample
-    fn = _run.cache.get(cfg) or _run.cache.setdefault(cfg, tf.function(lambda s: augment.augment(image, boxes, masks, crowd, cfg, s)))
+    if cfg not in _run.cache:
+        _run.cache[cfg] = tf.function(lambda s: augment.augment(image, boxes, masks, crowd, cfg, s))
+    fn = _run.cache[cfg]
     return {k: v.numpy() for k, v in fn(tf.constant(seed, tf.int64)).items()}
 
 

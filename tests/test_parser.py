@@ -163,7 +163,8 @@ def test_eval_input_equals_fixture(fixture_inputs, tmp_path):
         for k in range(2):
             img = fixture_inputs[f"image{k}"]
             ex = schema.make_example(
-                encoded=tf.io.encode_png(img).numpy(), image_format="png", source_id=int(fixture_inputs["image_ids"][k]),
+                encoded=tf.io.encode_png(img).numpy(), image_format="png",
+                source_id=int(fixture_inputs["image_ids"][k]),
                 filename=f"{k}.png", height=img.shape[0], width=img.shape[1], xmin=[], ymin=[], xmax=[], ymax=[],
                 labels=[], texts=[], is_crowd=[], areas=[], masks_png=[])
             w.write(ex.SerializeToString())

@@ -92,7 +92,7 @@ def jaccard(box_a: tf.Tensor, box_b: tf.Tensor, iscrowd: bool = False) -> tf.Ten
 
 
 def iou(box_a: tf.Tensor, box_b: tf.Tensor) -> tf.Tensor:
-    """Plain pairwise IoU of point-form boxes, float [..., A, 4] × [..., B, 4] → [..., A, B] (see :func:`jaccard`)."""
+    """Plain pairwise IoU of point-form boxes: float [..., A, 4] × [..., B, 4] → [..., A, B] (:func:`jaccard`)."""
     return jaccard(box_a, box_b, iscrowd=False)
 
 
