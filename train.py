@@ -276,7 +276,9 @@ class Trainer:
     def _checkpoint(self, iterator=None):
         import tensorflow as tf
 
-        items = dict(model=self.model, optimizer=self.inner_opt, step=self.step, skipped=self.skipped)
+        # Keras 3 does not track the optimizer's slot variables for tf.train.Checkpoint: list them explicitly.
+        items = dict(model=self.model, optimizer=self.inner_opt, momentums=list(self.inner_opt.momentums),
+                     step=self.step, skipped=self.skipped)
         if iterator is not None:
             items["data"] = iterator
         ckpt = tf.train.Checkpoint(**items)
