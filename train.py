@@ -294,7 +294,7 @@ class Trainer:
         try:
             status = ckpt.restore(path)
             status.assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        except Exception as e:  # noqa: BLE001 (corrupt files raise OpError, IndexError, ValueError...)
             msg = " ".join(str(e).split())[:300]
             raise TrainError(f"cannot resume from {path} (corrupt, or saved with another config/dataset/batch "
                              f"norm setting): {msg}") from None
@@ -425,7 +425,7 @@ class Trainer:
         if o.resume and use_data_state:
             try:
                 ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            except (tf.errors.OpError, ValueError, AssertionError) as e:
+            except Exception as e:  # noqa: BLE001 (corrupt files raise OpError, IndexError, ValueError...)
                 raise TrainError(f"cannot restore the data iterator from {manager.latest_checkpoint} (saved "
                                  f"without -save_data_state?): {' '.join(str(e).split())[:200]}") from None
         writer = tf.summary.create_file_writer(self.logdir) if self.chief else None
