@@ -1,0 +1,89 @@
+"""Seconds per training step (forward + loss + backward + TorchSGD update) at batch 8, synthetic targets.
+
+    python benchmarks/train_step.py                      # both configs, float32 and bfloat16, 3 timed steps
+    python benchmarks/train_step.py -configs yolact_efficientnet_lite0 -precisions float32 -steps 2 -warmup 1
+
+The batch is a real photo (shared/data/media) repeated, with targets made by data/targets.py from one box/mask
+(a fixed synthetic object), so the loss does the same work as in training. The first ``-warmup`` steps (tracing)
+are excluded. Prints a table; asserts nothing.
+"""
+
+import pathlib
+import sys
+import time
+
+from absl import app, flags
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+flags.DEFINE_list("configs", ["yolact_resnet50", "yolact_efficientnet_lite0"], "Config presets.")
+flags.DEFINE_list("precisions", ["float32", "bfloat16"], "float32 / bfloat16 / float16.")
+flags.DEFINE_integer("batch_size", 8, "Batch size.")
+flags.DEFINE_integer("steps", 3, "Timed steps.")
+flags.DEFINE_integer("warmup", 1, "Untimed first steps.")
+FLAGS = flags.FLAGS
+
+
+def bench(config, precision, batch, steps, warmup):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from config import get_config
+    from data.targets import build_targets
+    from utils.torch_sgd import TorchSGD
+    from yolact.anchors import make_anchors
+    from yolact.losses import yolact_loss
+    from yolact.model import build_model
+
+    keras.mixed_precision.set_global_policy("float32" if precision == "float32" else f"mixed_{precision}")
+    cfg = get_config(config)
+    s = cfg.model.img_size
+    photo = sorted((ROOT.parent / "shared" / "data" / "media").glob("*.jpg"))[0]
+    img = tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(str(photo)), channels=3), [s, s])
+    img = (img - cfg.model.mean_rgb) / cfg.model.std_rgb
+    images = tf.repeat(img[None], batch, axis=0)
+    mask = np.zeros([s, s, 1], np.float32)
+    mask[s // 4: s // 2, s // 4: s // 2] = 1
+    t = build_targets(tf.constant([[0.25, 0.25, 0.5, 0.5]]), tf.constant([1]), mask, tf.constant([False]),
+                      tf.constant(make_anchors(cfg)), cfg)
+    targets = {k: tf.repeat(v[None], batch, axis=0) for k, v in t.items()}
+    model = build_model(cfg, freeze_bn=False)
+    opt = TorchSGD(1e-4)
+    if precision == "float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = yolact_loss(model(images, training=True), targets, cfg)["total"]
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for _ in range(warmup):
+        step().numpy()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step().numpy()
+    return (time.perf_counter() - t0) / steps
+
+
+def main(_):
+    import tensorflow as tf
+
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    rows = []
+    for config in FLAGS.configs:
+        for precision in FLAGS.precisions:
+            sec = bench(config, precision, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup)
+            rows.append((config, precision, sec))
+            print(f"{config:28s} {precision:9s} {sec:8.3f} s/step", flush=True)
+    print(f"\n| config | precision | device | batch | s/step |\n|---|---|---|---|---|")
+    for config, precision, sec in rows:
+        print(f"| {config} | {precision} | {device} | {FLAGS.batch_size} | {sec:.3f} |")
+
+
+if __name__ == "__main__":
+    app.run(main)
