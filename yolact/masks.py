@@ -133,23 +133,24 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
                 "scores": np.zeros([0], np.float32), "masks": np.zeros([0, int(height), int(width)], np.uint8)}
     boxes = tf.gather(detections["boxes"][:, :n], keep, axis=1)
     coefs = tf.gather(detections["coefs"][:, :n], keep, axis=1)
-    probs = _assemble_fn(bool(crop_to_box))(tf.convert_to_tensor(proto, tf.float32), coefs, boxes,
-                                            tf.constant(int(height)), tf.constant(int(width)))
+    binary = _binary_masks_fn(bool(crop_to_box))(tf.convert_to_tensor(proto, tf.float32), coefs, boxes,
+                                                 tf.constant(int(height)), tf.constant(int(width)))
     return {
         "boxes": boxes_to_pixels(boxes[0], height, width).numpy(),
         "classes": detections["classes"][0, :n].numpy()[keep],
         "scores": scores[keep],
-        "masks": (probs[0] > 0.5).numpy().astype(np.uint8),
+        "masks": binary.numpy()[0].view(np.uint8),  # bool → 0/1 bytes without a copy
     }
 
 
 _FNS = {}
 
 
-def _assemble_fn(crop_to_box: bool):
+def _binary_masks_fn(crop_to_box: bool):
+    """Cached tf.function: assemble_masks(...) > 0.5 as bool [B, D, height, width] (thresholded in the graph)."""
     if crop_to_box not in _FNS:
         def run(proto, coefs, boxes, height, width):
-            return assemble_masks(proto, coefs, boxes, height, width, crop_to_box)
+            return assemble_masks(proto, coefs, boxes, height, width, crop_to_box) > 0.5
 
         _FNS[crop_to_box] = tf.function(run, reduce_retracing=True)
     return _FNS[crop_to_box]
