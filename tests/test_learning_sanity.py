@@ -32,7 +32,7 @@ CONFIG = "yolact_efficientnet_lite0"
 # the config's linear warmup (500 iterations from 1e-4; train.py has no warmup flag).
 IMG_SIZE = 256
 BATCH_SIZE = 8
-TRAIN_ITER = 120
+TRAIN_ITER = 150
 LR = 2e-2
 SEED = 0
 AP50_BAR = 0.9
