@@ -10,7 +10,8 @@ NMS: the original's Detect), masks (prototypes × coefficients, crop, bilinear u
 detection's mask is assembled (score threshold 0, as eval.py --benchmark).
 
 Variants, run interleaved image by image so that load from other processes hits each equally:
-  fast  the Predictor default (frozen network graph with BatchNorm folded into the convolutions, XLA Fast NMS);
+  fast  the Predictor's fastest setting, its default for long runs (frozen network graph with BatchNorm folded
+        into the convolutions, from the first image on here; XLA Fast NMS);
   live  the live Keras model in a tf.function and Fast NMS without XLA (the Predictor before this benchmark).
 
 With -lockstep the script prints 'ready' after warm-up and then runs one round over all images per line 'go' read
@@ -54,7 +55,7 @@ flags.DEFINE_boolean("lockstep", False, "wait for 'go' on stdin before each roun
 flags.DEFINE_boolean("check_fixture", True, "compare the fast variant's detections with the fixture's first")
 
 STAGES = ("preprocess", "network", "nms", "masks")
-VARIANTS = {"fast": {}, "live": {"freeze": False, "jit": False}}
+VARIANTS = {"fast": {"freeze": True}, "live": {"freeze": False, "jit": False}}
 
 
 def _fixture_check(predictor, fixture):
