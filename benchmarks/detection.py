@@ -1,6 +1,6 @@
 """Detection-stage timings for yolact_resnet50 at 550, batch 1 and 8 (prints numbers; asserts nothing).
 
-Stages: network forward; per-class Fast NMS with XLA and without; tf.image.combined_non_max_suppression on the same
+Stages: network forward (live model, and the frozen graph with BatchNorm folded); per-class Fast NMS with XLA and without; tf.image.combined_non_max_suppression on the same
 scores and boxes (baseline, same run); mask assembly (sigmoid(proto @ coefsᵀ), crop, upsample to 480x640);
 end-to-end FPS in-process (Predictor, per image) and through the exported SavedModel (uint8 batch).
 
@@ -49,7 +49,7 @@ def main(argv):
     from config import get_config
     from yolact import detection, masks
     from yolact.model import build_model
-    from yolact.predictor import Predictor, coco_label_map
+    from yolact.predictor import Predictor, coco_label_map, frozen_network_fn
 
     cfg = get_config("yolact_resnet50")
     fixture = pathlib.Path(FLAGS.shared) / "fixtures" / "reference_r50"
@@ -61,6 +61,7 @@ def main(argv):
     print(f"device: {'GPU ' + gpu[0].name if gpu else 'CPU'} ({os.cpu_count()} cores visible), TF {tf.__version__}")
     model = build_model(cfg, freeze_bn=True, weights=FLAGS.weights)
     net = tf.function(lambda x: model(x, training=False))
+    frozen_net = frozen_network_fn(model, cfg.model.img_size)  # BN folded (the Predictor's long-run setting)
     anchors = model.anchors
     fast = {jit: detection.detect_fn(cfg, "fast", jit) for jit in (True, False)}
 
@@ -81,13 +82,14 @@ def main(argv):
         dets = fast[False](loc, conf, mask, anchors)
         r = {
             "network": _time(lambda: net(x)["proto"].numpy(), FLAGS.reps),
+            "network_frozen": _time(lambda: frozen_net(x)["proto"].numpy(), FLAGS.reps),
             "fast_nms_xla": _time(lambda: fast[True](loc, conf, mask, anchors)["scores"].numpy(), FLAGS.reps),
             "fast_nms_plain": _time(lambda: fast[False](loc, conf, mask, anchors)["scores"].numpy(), FLAGS.reps),
             "combined_nms": _time(lambda: combined(loc, conf).nmsed_scores.numpy(), FLAGS.reps),
             "mask_assembly_480x640": _time(lambda: assemble(proto, dets["coefs"], dets["boxes"]).numpy(), FLAGS.reps),
         }
         print(f"batch {b}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r.items()))
-    predictor = Predictor(cfg, model, coco_label_map())
+    predictor = Predictor(cfg, model, coco_label_map(), freeze=True)
     ms = _time(lambda: predictor.predict(image), FLAGS.reps)
     print(f"end-to-end in-process (Predictor, 1 image 480x640, all 100 masks): {ms:.1f} ms = {1000 / ms:.2f} FPS")
     if FLAGS.saved_model:
