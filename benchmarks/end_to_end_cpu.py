@@ -14,9 +14,9 @@ Variants, run interleaved image by image so that load from other processes hits 
         into the convolutions, from the first image on here; XLA Fast NMS);
   live  the live Keras model in a tf.function and Fast NMS without XLA (the Predictor before this benchmark).
 
-With -lockstep the script prints 'ready' after warm-up and then runs one round over all images per line 'go' read
-from stdin, printing one JSON line per round: a driver can alternate it with another implementation (e.g. the
-original PyTorch code) round by round in the same time window.
+With -lockstep the script prints 'ready' after warm-up and then, per line read from stdin, 'go' runs one round over
+all images and 'go I' image I only, printing one JSON line each: a driver can alternate it with another
+implementation (e.g. the original PyTorch code) image by image in the same time window.
 
 Before timing, the fixture check runs the 'fast' variant on the reference fixture's image0 (when -weights holds the
 fixture's converted weights) and prints how its detections compare with the original's.
@@ -106,11 +106,12 @@ def main(argv):
     if FLAGS.check_fixture and "fast" in predictors and cfg.name == "yolact_resnet50" and fixture.is_dir():
         print(_fixture_check(predictors["fast"], fixture), flush=True)
 
-    def one_round():
-        """{variant: {stage: mean ms per image, 'total': ..., 'detections': [n per image]}}."""
+    def one_round(selected=None):
+        """{variant: {stage: mean ms per image, 'total': ..., 'detections': [n per image]}} over ``selected``."""
+        selected = images if selected is None else selected
         acc = {v: {s: 0.0 for s in STAGES + ("total", "cpu")} for v in predictors}
         dets = {v: [] for v in predictors}
-        for image in images:  # interleaved image by image
+        for image in selected:  # interleaved image by image
             for v, p in predictors.items():
                 t = {}
                 c0, t0 = time.process_time(), time.perf_counter()
@@ -120,16 +121,18 @@ def main(argv):
                 for s in STAGES:
                     acc[v][s] += t[s]
                 dets[v].append(len(r["scores"]))
-        return {v: {**{s: round(1000 * x / len(images), 1) for s, x in a.items()}, "detections": dets[v]}
+        return {v: {**{s: round(1000 * x / len(selected), 1) for s, x in a.items()}, "detections": dets[v]}
                 for v, a in acc.items()}
 
     one_round()  # warm-up: tracing, freezing, XLA compilation
     if FLAGS.lockstep:
         print("ready", flush=True)
         for line in sys.stdin:
-            if line.strip() != "go":
+            words = line.split()
+            if not words or words[0] != "go" or len(words) > 2 or (len(words) == 2 and not words[1].isdigit()):
                 break
-            print(json.dumps(one_round()), flush=True)
+            selected = [images[int(words[1]) % len(images)]] if len(words) == 2 else None
+            print(json.dumps(one_round(selected)), flush=True)
         return
     rounds = [one_round() for _ in range(FLAGS.rounds)]
     for v in predictors:
