@@ -114,7 +114,8 @@ def test_fits_eight_real_images(coco_mini, tmp_path):
                    "-batch_size", str(BATCH_SIZE), "-train_iter", str(TRAIN_ITER), "-lr", str(LR),
                    "-noaugment", "-seed", str(SEED), "-print_interval", "10",
                    "-logdir", str(tmp_path / "logs")])
-    summary = json.loads(out.strip().splitlines()[-1])
+    # train.py's last stdout line is a JSON summary (absl/TF logging goes to stderr, interleaved here).
+    summary = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith('{"step"')))
     assert summary["step"] == TRAIN_ITER and summary["skipped"] == 0, summary
     print(out[-3000:])
 
