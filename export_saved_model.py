@@ -45,6 +45,7 @@ def build_serving_module(model, cfg, label_map, jit: bool = True):
     import tensorflow as tf
 
     from data.augment import normalize
+    from data.image_io import decode_image_rgb
     from yolact import detection, masks
 
     size = cfg.model.img_size
@@ -79,7 +80,7 @@ def build_serving_module(model, cfg, label_map, jit: bool = True):
     module.serve = tf.function(run, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
 
     def run_bytes(image_bytes):
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8)
+        image = decode_image_rgb(image_bytes)
         return run(image[None])
 
     module.serve_bytes = tf.function(run_bytes, input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")])

@@ -2,7 +2,7 @@
 
 Training (:func:`train_dataset`) yields ``(images, targets)`` as in docs/architecture.md "Parser → training";
 evaluation (:func:`eval_dataset`) yields ``(images, info)``. Both read the sharded records with ``interleave``,
-decode images (``tf.io.decode_image``, 3 channels) and PNG instance masks, map dataset category ids to class
+decode images (``data/image_io.decode_image_rgb``: JPEG with OpenCV's exact IDCT, 3 channels) and PNG instance masks, map dataset category ids to class
 channels with the ``label_map.json`` next to the records, and prefetch with AUTOTUNE.
 
 Training-set rules (decided here; the original differs as noted):
@@ -31,6 +31,7 @@ from data import augment as augment_lib
 from data import label_map as label_map_lib
 from data import targets as targets_lib
 from data import tfrecord_schema as schema
+from data.image_io import decode_image_rgb
 from yolact.anchors import make_anchors
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -173,7 +174,7 @@ def train_dataset(
 
     def prepare(index, ex):
         ex = _cap(ex, cfg.parser.num_max_pad)
-        image = tf.io.decode_image(ex["encoded"], channels=3, expand_animations=False)
+        image = decode_image_rgb(ex["encoded"])
         masks = _decode_masks(ex["masks_png"], tf.shape(image)[0], tf.shape(image)[1])
         aug = augment_lib.augment(
             image, ex["boxes"], masks, ex["is_crowd"], cfg, tf.stack([tf.constant(seed, tf.int64), index])
@@ -219,7 +220,7 @@ def eval_dataset(
 
     def prepare(serialized):
         ex = schema.parse_example(serialized)
-        image = tf.io.decode_image(ex["encoded"], channels=3, expand_animations=False)
+        image = decode_image_rgb(ex["encoded"])
         info = {
             "image_id": tf.strings.to_number(ex["source_id"], tf.int64),
             "height": tf.shape(image)[0],

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from data import augment as augment_lib
 from data import label_map as label_map_lib
+from data.image_io import decode_image_rgb
 from yolact import detection, masks
 from yolact.model import build_model
 
@@ -112,11 +113,7 @@ def read_image(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise InputError(f"image not found: {path}")
     try:
-        data = tf.io.read_file(path)
-        if tf.io.is_jpeg(data):
-            image = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
-        else:
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = decode_image_rgb(tf.io.read_file(path))
     except (tf.errors.OpError, ValueError) as e:
         msg = getattr(e, "message", str(e)).splitlines()[0]
         raise InputError(f"cannot decode image {path}: {msg.split('}} ')[-1][:120]}") from None
