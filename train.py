@@ -276,8 +276,12 @@ class Trainer:
     def _checkpoint(self, iterator=None):
         import tensorflow as tf
 
-        # Keras 3 does not track the optimizer's slot variables for tf.train.Checkpoint: list them explicitly.
-        items = dict(model=self.model, optimizer=self.inner_opt, momentums=list(self.inner_opt.momentums),
+        from yolact.model import checkpoint_variables
+
+        # Keras 3 objects are not fully tracked by tf.train.Checkpoint: list the model's variables and the
+        # optimizer's momentum buffers explicitly.
+        items = dict(model_variables=checkpoint_variables(self.model), optimizer=self.inner_opt,
+                     momentums=list(self.inner_opt.momentums),
                      step=self.step, skipped=self.skipped)
         if iterator is not None:
             items["data"] = iterator

@@ -236,3 +236,16 @@ def test_short_real_training_lowers_the_loss(records, tmp_path, shared_dir):
     assert s["skipped"] == 0 and len(totals) == 30 and np.all(np.isfinite(totals))
     first, last = np.mean(totals[:8]), np.mean(totals[-8:])
     assert last < 0.8 * first, (first, last)
+
+
+def test_checkpoint_holds_every_model_weight(records, tmp_path):
+    """A training checkpoint restored by the inference loader gives exactly the trained weights (all of them)."""
+    from yolact.model import checkpoint_variables
+    from yolact.predictor import load_model
+
+    t, s = _run(_opts(records, tmp_path / "w", train_iter=2, deterministic=False, save_data_state=False))
+    trained = checkpoint_variables(t.model)
+    loaded = checkpoint_variables(load_model(t.cfg, s["checkpoint"]))
+    assert set(trained) == set(loaded) and len(trained) > 250
+    for key, var in trained.items():
+        np.testing.assert_array_equal(var.numpy(), loaded[key].numpy(), err_msg=key)

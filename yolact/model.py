@@ -167,3 +167,27 @@ def build_model(cfg, freeze_bn=None, weights=None):
             raise FileNotFoundError(f"weights file not found: {weights}")
         model.load_weights(str(weights))
     return model
+
+
+def checkpoint_variables(model) -> dict:
+    """The model's variables keyed by a stable name, for ``tf.train.Checkpoint(model_variables=...)``.
+
+    Keras 3 layers held in lists are not tracked by ``tf.train.Checkpoint(model=model)`` (only a handful of
+    directly held variables would be saved), so training checkpoints list every variable explicitly. The key is
+    the variable's path without the model's own (instance-numbered) name, ``/`` replaced by ``.``, e.g.
+    ``backbone.conv_stem.kernel``; it does not depend on BatchNorm being frozen. Random-generator states of
+    drop-connect layers (``seed_generator*``) are not weights and are left out.
+
+    Raises:
+      ValueError: two variables map to the same key.
+    """
+    out = {}
+    for v in model.variables:
+        parts = v.path.split("/")
+        if parts[0].startswith("seed_generator") or "seed_generator_state" in parts[-1]:
+            continue
+        key = ".".join(parts[1:]) if len(parts) > 1 else parts[0]
+        if key in out:
+            raise ValueError(f"two model variables share the checkpoint key {key!r}")
+        out[key] = v
+    return out

@@ -22,7 +22,7 @@ from data import augment as augment_lib
 from data import label_map as label_map_lib
 from data.image_io import decode_image_rgb
 from yolact import detection, masks
-from yolact.model import build_model
+from yolact.model import build_model, checkpoint_variables
 
 # The 80 COCO categories (id, name) in id order: original data/config.py COCO_CLASSES / COCO_LABEL_MAP.
 COCO_CATEGORIES = (
@@ -94,7 +94,8 @@ def load_model(cfg, checkpoint: str):
                          "prefix)")
     model = build_model(cfg, freeze_bn=True)
     try:
-        tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
+        tf.train.Checkpoint(model_variables=checkpoint_variables(model)).read(prefix).expect_partial()\
+            .assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise InputError(f"checkpoint {prefix} does not fit {cfg.name}: {str(e).splitlines()[0]}") from None
     return model
