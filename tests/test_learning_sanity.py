@@ -120,8 +120,7 @@ def test_fits_eight_real_images(coco_mini, tmp_path):
     print(out[-3000:])
 
     results = tmp_path / "results"
-    # scripts/with_label_map_classes.py: inference.py alone keeps the preset's 81 classes (see that script).
-    out = run_cli(["scripts/with_label_map_classes.py", "inference.py", "-eval", "-config", CONFIG, "-img_size", str(IMG_SIZE),
+    out = run_cli(["inference.py", "-eval", "-config", CONFIG, "-img_size", str(IMG_SIZE),
                    "-checkpoint", summary["final_weights"], "-label_map", str(records / "sanity" / "label_map.json"),
                    "-annotations_file", str(subset_json), "-image_dir", str(image_dir),
                    "-output_dir", str(results)])
