@@ -52,3 +52,26 @@ def fixture_outputs():
 @pytest.fixture(scope="session")
 def fixture_weights_path():
     return _require(FIXTURE / "weights.npz")
+
+
+@pytest.fixture(scope="session")
+def fixture_targets(fixture_inputs):
+    """Training targets of the fixture's two images built by data/targets.build_targets (crowds are the last
+    ``num_crowds`` rows; labels become class channels label + 1), batched: dict of tf tensors [2, ...]."""
+    import tensorflow as tf
+
+    from config import get_config
+    from data.targets import build_targets
+    from yolact.anchors import make_anchors
+
+    cfg = get_config("yolact_resnet50")
+    anchors = tf.constant(make_anchors(cfg))
+    per_image = []
+    for i in range(2):
+        labels = fixture_inputs[f"gt_labels{i}"].astype(np.int32)
+        n = len(labels)
+        crowd = np.arange(n) >= n - int(fixture_inputs[f"num_crowds{i}"])
+        masks = np.transpose(fixture_inputs[f"gt_masks{i}"], (1, 2, 0)).astype(np.float32)
+        per_image.append(build_targets(fixture_inputs[f"gt_boxes{i}"], np.where(crowd, 0, labels + 1), masks,
+                                       crowd, anchors, cfg))
+    return {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}

@@ -22,7 +22,6 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from data.targets import build_targets
 from utils.convert_weights import _keras_targets, convert_state_dict, load_state_dict_file
 from yolact.losses import yolact_loss
 from yolact.model import build_model
@@ -58,22 +57,12 @@ def ref():
 
 
 @pytest.fixture(scope="module")
-def ours(fixture_weights_path, fixture_inputs):
+def ours(fixture_weights_path, fixture_inputs, fixture_targets):
     """(losses, {term: {original key: gradient in the original's layout}}) of our model on the fixture batch."""
     cfg = get_config("yolact_resnet50")
     model = build_model(cfg, freeze_bn=True)
     convert_state_dict(load_state_dict_file(fixture_weights_path), model)
-    per_image = []
-    for i in range(2):
-        labels = fixture_inputs[f"gt_labels{i}"].astype(np.int32)
-        n = len(labels)
-        crowd = np.arange(n) >= n - int(fixture_inputs[f"num_crowds{i}"])
-        masks = np.transpose(fixture_inputs[f"gt_masks{i}"], (1, 2, 0)).astype(np.float32)
-        per_image.append(
-            build_targets(fixture_inputs[f"gt_boxes{i}"], np.where(crowd, 0, labels + 1), masks, crowd,
-                          model.anchors, cfg)
-        )
-    targets = {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
+    targets = fixture_targets
     names = {id(var): key for key, (var, _) in _keras_targets(model).items()}
     variables = model.trainable_variables
     keys = [names[id(v)] for v in variables]

@@ -160,22 +160,10 @@ def test_crop_masks_matches_original_rule():
     assert int(out.sum()) == 25
 
 
-def test_losses_with_targets_from_data_targets(fixture_inputs, fixture_outputs):
+def test_losses_with_targets_from_data_targets(fixture_targets, fixture_outputs):
     """End to end with data/targets.py: fixture GT (incl. crowds) -> build_targets -> loss == original's loss."""
-    from data.targets import build_targets
-    from yolact.anchors import make_anchors
-
     cfg = get_config("yolact_resnet50")
-    anchors = tf.constant(make_anchors(cfg))
-    per_image = []
-    for i in range(2):
-        labels = fixture_inputs[f"gt_labels{i}"].astype(np.int32)
-        n = len(labels)
-        crowd = np.arange(n) >= n - int(fixture_inputs[f"num_crowds{i}"])
-        masks = np.transpose(fixture_inputs[f"gt_masks{i}"], (1, 2, 0)).astype(np.float32)
-        per_image.append(build_targets(fixture_inputs[f"gt_boxes{i}"], np.where(crowd, 0, labels + 1), masks,
-                                       crowd, anchors, cfg))
-    targets = {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
+    targets = fixture_targets
     np.testing.assert_array_equal(targets["cls_t"].numpy(), fixture_outputs["match_conf_t"])
     outputs = {k: fixture_outputs[k] for k in ("loc", "conf", "mask", "proto", "segm")}
     losses = yolact_loss(outputs, targets, cfg)
