@@ -116,13 +116,10 @@ def main(argv):
         if not getattr(FLAGS, name):
             print(f"export_saved_model: error: -{name} is required", file=sys.stderr)
             raise SystemExit(1)
-    from config import get_config
-    from data.label_map import read_label_map
+    from yolact.predictor import inference_config
 
     try:
-        # A custom dataset's class count comes from its label_map.json, as in train.py.
-        num_classes = read_label_map(FLAGS.label_map).num_classes if FLAGS.label_map else None
-        cfg = get_config(FLAGS.config, num_classes=num_classes, img_size=FLAGS.img_size)
+        cfg = inference_config(FLAGS.config, FLAGS.label_map, FLAGS.img_size)
         export(cfg, FLAGS.checkpoint, FLAGS.export_dir, FLAGS.label_map, FLAGS.xla_nms)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"export_saved_model: error: {str(e).splitlines()[0]}", file=sys.stderr)

@@ -253,14 +253,10 @@ def main(argv):
         _fail("choose exactly one of -image, -images, -video, -eval, -benchmark")
     if not FLAGS.checkpoint:
         _fail("-checkpoint is required")
-    from config import get_config
-    from data.label_map import read_label_map
-    from yolact.predictor import InputError, Predictor
+    from yolact.predictor import InputError, Predictor, inference_config
 
     try:
-        # A custom dataset's class count comes from its label_map.json, as in train.py.
-        num_classes = read_label_map(FLAGS.label_map).num_classes if FLAGS.label_map else None
-        cfg = get_config(FLAGS.config, num_classes=num_classes, img_size=FLAGS.img_size)
+        cfg = inference_config(FLAGS.config, FLAGS.label_map, FLAGS.img_size)
         nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
         predictor = Predictor.from_checkpoint(cfg, FLAGS.checkpoint, FLAGS.label_map, nms_type=nms_type)
         t0 = time.perf_counter()

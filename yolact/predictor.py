@@ -70,6 +70,19 @@ def resolve_label_map(path: Optional[str], cfg) -> label_map_lib.LabelMap:
     return lm
 
 
+def inference_config(name: str, label_map_path: Optional[str] = None, img_size: Optional[int] = None):
+    """The preset ``name`` for inference/export: the class count comes from ``label_map_path`` (a custom dataset's
+    label_map.json, as train.py takes it), ``img_size`` overrides the input size.
+
+    Raises:
+      ValueError: unknown preset or bad override; FileNotFoundError / LabelMapError: unreadable label map.
+    """
+    from config import get_config
+
+    num_classes = label_map_lib.read_label_map(label_map_path).num_classes if label_map_path else None
+    return get_config(name, num_classes=num_classes, img_size=img_size)
+
+
 def load_model(cfg, checkpoint: str):
     """A built Yolact (BatchNorm frozen, inference) with weights from ``checkpoint``.
 
