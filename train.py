@@ -71,6 +71,7 @@ class TrainOptions:
     save_data_state: bool = False
     shuffle: bool = True
     augment: bool = True
+    warmup_iter: Optional[int] = None
 
 
 def _define_flags():
@@ -105,6 +106,8 @@ def _define_flags():
     f.DEFINE_bool("save_data_state", False, "Checkpoint the tf.data iterator for an exact resume (single replica).")
     f.DEFINE_bool("shuffle", True, "Shuffle the training records.")
     f.DEFINE_bool("augment", True, "Use the original's SSD augmentation (off: resize only).")
+    f.DEFINE_integer("warmup_iter", None, "Linear lr warmup length in iterations (default: the config's "
+                     "lr_warmup_until, 500; not autoscaled, as the original).", lower_bound=0)
 
 
 def options_from_flags(fv=None) -> TrainOptions:
@@ -182,6 +185,8 @@ class Trainer:
             cfg = dataclasses.replace(cfg, parser=dataclasses.replace(
                 cfg.parser, augment_photometric_distort=False, augment_expand=False,
                 augment_random_sample_crop=False, augment_random_mirror=False))
+        if o.warmup_iter is not None:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_warmup_until=o.warmup_iter))
         self.cfg = cfg
 
         if o.seed is not None:

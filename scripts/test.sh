@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command: installs into ./.venv, then runs pytest.
-#   bash scripts/test.sh          # everything except tests marked `extended` (what CI runs)
-#   bash scripts/test.sh --all    # the full suite
+#   bash scripts/test.sh          # everything except tests marked `extended` or `torch` (what CI runs)
+#   bash scripts/test.sh --all    # the full suite (the `torch` tests need `pip install torch` in .venv)
 #   bash scripts/test.sh -k anchors   # extra arguments go to pytest
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh || { echo "test.sh: installing requirements failed" >&2; exit 1; }
-marker=(-m "not extended")
+marker=(-m "not extended and not torch")
 if [ "${1:-}" = "--all" ]; then marker=(); shift; fi
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 .venv/bin/python -m pytest "${marker[@]}" "$@"

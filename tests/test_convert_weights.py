@@ -215,7 +215,10 @@ def test_cli_bad_arguments_give_one_line_errors(tmp_path, shared_dir):
 
 @pytest.mark.torch
 def test_reader_against_torch_save(tmp_path):
-    torch = pytest.importorskip("torch")
+    try:
+        import torch
+    except ImportError:
+        pytest.fail("this test needs PyTorch: .venv/bin/pip install torch==2.13.0 (or run without -m torch)")
     gen = torch.Generator().manual_seed(0)
     big = torch.randn(6, 5, generator=gen)
     sd = collections.OrderedDict(

@@ -127,8 +127,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(records, tmp_path):
     assert s_res["step"] == 4 and [h["step"] for h in s_res["history"]] == [2, 3]
     # same losses at steps 2, 3 as the uninterrupted run (same data, lr and momentum)
     for a, b in zip(s_full["history"][2:], s_res["history"]):
-        assert a["lr"] == b["lr"] and a["total"] == b["total"]
-    # Losses agree bitwise. The weights agree to ~1e-6: the CPU gradient of the shared head's upfeature bias is
+        assert a["lr"] == b["lr"]
+        np.testing.assert_allclose(a["total"], b["total"], rtol=1e-6)
+    # Losses agree to float32 rounding (bitwise on some CPUs; CI's differed in the 7th digit). The weights agree to ~1e-6: the CPU gradient of the shared head's upfeature bias is
     # not bitwise repeatable even with op determinism (two uninterrupted runs differ too), which is why the
     # momentum buffers are compared relative to their size.
     for a, b in zip(_weights(full), _weights(resumed)):
