@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 from collections import deque
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from absl import app, flags
 
@@ -72,6 +72,7 @@ class TrainOptions:
     shuffle: bool = True
     augment: bool = True
     warmup_iter: Optional[int] = None
+    lr_steps: Optional[List[int]] = None
 
 
 def _define_flags():
@@ -108,6 +109,8 @@ def _define_flags():
     f.DEFINE_bool("augment", True, "Use the original's SSD augmentation (off: resize only).")
     f.DEFINE_integer("warmup_iter", None, "Linear lr warmup length in iterations (default: the config's "
                      "lr_warmup_until, 500; not autoscaled, as the original).", lower_bound=0)
+    f.DEFINE_list("lr_steps", None, "Iterations at which lr is multiplied by the config's gamma (0.1), e.g. "
+                  "'6000,8000' (default: the config's lr_steps, autoscaled by batch/8); used as given.")
 
 
 def options_from_flags(fv=None) -> TrainOptions:
@@ -203,8 +206,12 @@ class Trainer:
         self.per_replica_batch = o.batch_size // self.replicas
         self.chief = _is_chief(self.strategy)
 
-        self.schedule, scaled = schedule_from_config(cfg.train, o.batch_size, lr=o.lr,
-                                                     enabled_autoscale=not o.no_autoscale)
+        try:
+            lr_steps = [int(x) for x in o.lr_steps] if o.lr_steps is not None else None
+            self.schedule, scaled = schedule_from_config(cfg.train, o.batch_size, lr=o.lr,
+                                                         enabled_autoscale=not o.no_autoscale, lr_steps=lr_steps)
+        except ValueError as e:
+            raise TrainError(f"-lr_steps: {e}") from None
         self.scaled = scaled
         self.max_iter = int(o.train_iter if o.train_iter is not None else scaled.max_iter)
         if scaled.factor != 1.0:

@@ -63,6 +63,17 @@ def test_no_autoscale_and_explicit_lr():
         autoscale(1e-3, 10, (5,), 0)
 
 
+def test_explicit_lr_steps_are_used_as_given():
+    train = get_config("yolact_base").train
+    sched, scaled = schedule_from_config(train, batch_size=16, lr=1e-2, lr_steps=[600, 800])
+    assert scaled.lr_steps == (600, 800) and scaled.max_iter == 400_000.0
+    assert _v(sched, 599) == np.float32(1e-2) and _v(sched, 600) == np.float32(1e-3)
+    assert _v(sched, 800) == np.float32(1e-4)
+    for bad in ([800, 600], [0, 10]):
+        with pytest.raises(ValueError, match="increasing positive"):
+            schedule_from_config(train, batch_size=8, lr_steps=bad)
+
+
 def test_schedule_serializes_and_drives_an_optimizer():
     sched = YolactLRSchedule(1e-3, steps=(10, 20))
     cfg = keras.optimizers.schedules.serialize(sched)

@@ -82,16 +82,24 @@ class YolactLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def schedule_from_config(train_cfg, batch_size: int, lr: Optional[float] = None,
-                         enabled_autoscale: bool = True) -> Tuple[YolactLRSchedule, ScaledSchedule]:
+                         enabled_autoscale: bool = True,
+                         lr_steps: Optional[Sequence[int]] = None) -> Tuple[YolactLRSchedule, ScaledSchedule]:
     """Schedule for a ``TrainConfig`` (values given for batch 8) at ``batch_size``.
 
     An explicit ``lr`` is used as given (not scaled), as the original: train.py's ``replace('lr')`` takes the
-    autoscaled config lr only when ``--lr`` is absent; max_iter and lr_steps are scaled either way.
+    autoscaled config lr only when ``--lr`` is absent; max_iter and the config's lr_steps are scaled either way.
+    Explicit ``lr_steps`` (iterations at which lr is multiplied by gamma; train.py ``-lr_steps``, not an original
+    flag) are likewise used as given.
     Returns the schedule and the scaled (lr, max_iter, lr_steps, factor).
     """
     scaled = autoscale(train_cfg.lr, train_cfg.max_iter, train_cfg.lr_steps, batch_size, enabled_autoscale)
     if lr is not None:
         scaled = scaled._replace(lr=float(lr))
+    if lr_steps is not None:
+        steps = tuple(int(x) for x in lr_steps)
+        if any(x <= 0 for x in steps) or list(steps) != sorted(steps):
+            raise ValueError(f"lr_steps must be increasing positive iterations, got {list(steps)}")
+        scaled = scaled._replace(lr_steps=steps)
     sched = YolactLRSchedule(scaled.lr, train_cfg.lr_warmup_init, train_cfg.lr_warmup_until, scaled.lr_steps,
                              train_cfg.gamma)
     return sched, scaled
