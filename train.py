@@ -73,6 +73,7 @@ class TrainOptions:
     augment: bool = True
     warmup_iter: Optional[int] = None
     lr_steps: Optional[List[int]] = None
+    clip_grad_norm: float = 0.0
 
 
 def _define_flags():
@@ -109,6 +110,8 @@ def _define_flags():
     f.DEFINE_bool("augment", True, "Use the original's SSD augmentation (off: resize only).")
     f.DEFINE_integer("warmup_iter", None, "Linear lr warmup length in iterations (default: the config's "
                      "lr_warmup_until, 500; not autoscaled, as the original).", lower_bound=0)
+    f.DEFINE_float("clip_grad_norm", 0.0, "Clip each replica's gradients to this global L2 norm (0: off, as the "
+                   "original). Not an original option: it keeps the prototypes alive in short CPU runs.", lower_bound=0.0)
     f.DEFINE_list("lr_steps", None, "Iterations at which lr is multiplied by the config's gamma (0.1), e.g. "
                   "'6000,8000' (default: the config's lr_steps, autoscaled by batch/8); used as given.")
 
@@ -196,6 +199,9 @@ class Trainer:
             keras.utils.set_random_seed(o.seed)
         if o.deterministic:
             tf.config.experimental.enable_op_determinism()
+        if o.clip_grad_norm and o.mixed_precision == "float16":
+            raise TrainError("-clip_grad_norm does not combine with -mixed_precision float16 (loss-scaled "
+                             "gradients); use bfloat16")
         if o.mixed_precision != "none":
             keras.mixed_precision.set_global_policy(f"mixed_{o.mixed_precision}")
 
@@ -325,6 +331,7 @@ class Trainer:
         model, opt, inner, cfg = self.model, self.optimizer, self.inner_opt, self.cfg
         seed0 = tf.constant(self.seed % 2**31, tf.int64)
         lso = opt is not inner
+        clip = float(self.opts.clip_grad_norm)
 
         def replica_step(images, targets):
             ctx = tf.distribute.get_replica_context()
@@ -339,6 +346,8 @@ class Trainer:
                 loss = losses["total"] * self.loss_factor
                 scaled = opt.scale_loss(loss) if lso else loss
             grads = tape.gradient(scaled, variables)
+            if clip > 0:
+                grads, _ = tf.clip_by_global_norm(grads, clip)
             total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
             finite = tf.math.is_finite(total)
             inner.apply_update.assign(finite)

@@ -118,6 +118,29 @@ def test_nonfinite_loss_is_skipped_and_counted(records, tmp_path):
     assert int(t3.inner_opt.iterations.numpy()) == 3  # iteration advances as the original's
 
 
+def test_clip_grad_norm_bounds_the_first_update(records, tmp_path):
+    """First step with -clip_grad_norm c: w1 = w0 - lr0 * (g_c + wd * w0) with ||g_c|| = c (the real
+    gradient's norm is larger), so ||w1 - w0 + lr0 * wd * w0|| over all trainable variables equals lr0 * c."""
+    from train import Trainer
+
+    clip = 1.0  # below the real gradient's norm (8.3 here), far above float32 rounding of the update (~4e-6)
+    t0 = Trainer(_opts(records, tmp_path / "init", train_iter=1, clip_grad_norm=clip), log=lambda *a: None)
+    t0._setup()
+    w0 = [v.numpy() for v in t0.model.trainable_variables]
+    t1, s1 = _run(_opts(records, tmp_path / "clip", train_iter=1, clip_grad_norm=clip))
+    lr0, wd = s1["history"][0]["lr"], t1.inner_opt.l2_decay
+    d = [w1.numpy() - a + lr0 * wd * a for w1, a in zip(t1.model.trainable_variables, w0)]
+    norm = float(np.sqrt(sum(float(np.sum(x.astype(np.float64) ** 2)) for x in d)))
+    assert norm == pytest.approx(lr0 * clip, rel=2e-2)
+
+
+def test_clip_grad_norm_refuses_float16_loss_scaling(records, tmp_path):
+    from train import Trainer, TrainError
+
+    with pytest.raises(TrainError, match="does not combine with -mixed_precision float16"):
+        Trainer(_opts(records, tmp_path, clip_grad_norm=5.0, mixed_precision="float16"), log=lambda *a: None)._setup()
+
+
 @pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted_run(records, tmp_path):
     full, s_full = _run(_opts(records, tmp_path / "full", train_iter=4))
