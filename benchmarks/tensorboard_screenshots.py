@@ -28,6 +28,7 @@ from absl import app, flags
 flags.DEFINE_string("logdir", None, "TensorBoard log directory of a training run.")
 flags.DEFINE_string("out_dir", "/tmp/tensorboard_screenshots", "Where the PNG screenshots go (outside the repo).")
 flags.DEFINE_string("chromium", "", "Chromium binary; default: chromium or chromium-browser on PATH.")
+flags.DEFINE_integer("scalars_height", 1700, "Window height (px) for the scalars page (its 12 filtered charts).")
 flags.DEFINE_integer("timeout", 90, "Seconds to wait for TensorBoard to load the logs.")
 FLAGS = flags.FLAGS
 
@@ -41,9 +42,13 @@ _CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--window-size=1600,1100",
     "--virtual-time-budget=20000",
 ]
+
+
+# One page of 12 charts: the four loss terms and their sum, lr, images/s, validation box and mask AP and AP50
+# (a tag filter shows its matches expanded; without one TensorBoard collapses all but the first two sections).
+SCALARS_FILTER = "^(loss/|lr$|images_per_second$|val/(box|mask)/AP(50)?$)"
 
 
 def _free_port() -> int:
@@ -73,11 +78,11 @@ def _wait_for_tags(base: str, timeout: float) -> dict:
     raise RuntimeError(f"TensorBoard did not serve any scalar tags within {timeout}s ({last_err})")
 
 
-def _screenshot(chromium: str, url: str, path: str) -> None:
+def _screenshot(chromium: str, url: str, path: str, height: int = 1100) -> None:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         subprocess.run(
-            [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}", url],
+            [chromium, *_CHROMIUM_FLAGS, f"--window-size=1600,{height}", f"--user-data-dir={profile}", f"--screenshot={path}", url],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -112,9 +117,9 @@ def main(argv):
         for plugin, runs in tags.items():
             for run, run_tags in runs.items():
                 print(f"{plugin} / {run}: {sorted(run_tags)}")
-        for name, frag in (("scalars", "#scalars"), ("images", "#images"), ("time_series", "#timeseries")):
+        for name, frag in (("scalars", "#scalars&tagFilter=" + SCALARS_FILTER), ("images", "#images"), ("time_series", "#timeseries")):
             path = os.path.join(FLAGS.out_dir, f"{name}.png")
-            _screenshot(chromium, f"{base}/{frag}", path)
+            _screenshot(chromium, f"{base}/{frag}", path, FLAGS.scalars_height if name == "scalars" else 1100)
             print(f"wrote {path}")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
