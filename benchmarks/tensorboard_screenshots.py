@@ -82,7 +82,8 @@ def _screenshot(chromium: str, url: str, path: str, height: int = 1100) -> None:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         subprocess.run(
-            [chromium, *_CHROMIUM_FLAGS, f"--window-size=1600,{height}", f"--user-data-dir={profile}", f"--screenshot={path}", url],
+            [chromium, *_CHROMIUM_FLAGS, f"--window-size=1600,{height}", f"--user-data-dir={profile}",
+             f"--screenshot={path}", url],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -117,9 +118,11 @@ def main(argv):
         for plugin, runs in tags.items():
             for run, run_tags in runs.items():
                 print(f"{plugin} / {run}: {sorted(run_tags)}")
-        for name, frag in (("scalars", "#scalars&tagFilter=" + SCALARS_FILTER), ("images", "#images"), ("time_series", "#timeseries")):
+        pages = (("scalars", "#scalars&tagFilter=" + SCALARS_FILTER, FLAGS.scalars_height),
+                 ("images", "#images", 1100), ("time_series", "#timeseries", 1100))
+        for name, frag, height in pages:
             path = os.path.join(FLAGS.out_dir, f"{name}.png")
-            _screenshot(chromium, f"{base}/{frag}", path, FLAGS.scalars_height if name == "scalars" else 1100)
+            _screenshot(chromium, f"{base}/{frag}", path, height)
             print(f"wrote {path}")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

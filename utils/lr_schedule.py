@@ -91,6 +91,9 @@ def schedule_from_config(train_cfg, batch_size: int, lr: Optional[float] = None,
     Explicit ``lr_steps`` (iterations at which lr is multiplied by gamma; train.py ``-lr_steps``, not an original
     flag) are likewise used as given.
     Returns the schedule and the scaled (lr, max_iter, lr_steps, factor).
+
+    Raises:
+      ValueError: ``batch_size`` < 1, or ``lr_steps`` not positive iterations in ascending order.
     """
     scaled = autoscale(train_cfg.lr, train_cfg.max_iter, train_cfg.lr_steps, batch_size, enabled_autoscale)
     if lr is not None:
