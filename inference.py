@@ -165,7 +165,7 @@ def run_video(predictor, spec):
         total = min(total, FLAGS.max_frames) if total else FLAGS.max_frames
     name = f"webcam{src}" if webcam else os.path.splitext(os.path.basename(src))[0]
     dst = dst or os.path.join(FLAGS.output_dir, name + ".mp4")
-    writer, written = None, 0
+    writer, written, detections_per_frame = None, 0, []
     bar = tqdm(total=total, desc="video", unit="frame")
     try:
         while FLAGS.max_frames is None or written < FLAGS.max_frames:
@@ -175,7 +175,9 @@ def run_video(predictor, spec):
             rgb = frame[..., ::-1].copy()
             if writer is None:
                 writer, dst = _open_writer(dst, fps, (rgb.shape[1], rgb.shape[0]))
-            writer.write(_draw(predictor, rgb, predictor.predict(rgb, **_display_limits()))[..., ::-1].copy())
+            result = predictor.predict(rgb, **_display_limits())
+            writer.write(_draw(predictor, rgb, result)[..., ::-1].copy())
+            detections_per_frame.append(len(result["scores"]))
             written += 1
             bar.update(1)
     except KeyboardInterrupt:
@@ -188,7 +190,9 @@ def run_video(predictor, spec):
     if written == 0:
         _fail(f"no frame could be read from {src}")
     readable = count_frames(dst)
-    print(f"wrote {dst}: {written} frames at {fps:.2f} fps; the file decodes to {readable} frames")
+    print(f"wrote {dst}: {written} frames at {fps:.2f} fps; the file decodes to {readable} frames; "
+          f"detections per frame: mean {sum(detections_per_frame) / written:.1f}, "
+          f"min {min(detections_per_frame)}, max {max(detections_per_frame)}")
     if readable != written:
         _fail(f"{dst} decodes to {readable} frames, {written} were written")
 

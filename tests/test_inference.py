@@ -2,6 +2,7 @@
 missing input, COCO evaluation. Small -img_size with the fixture's converted weights keeps CPU time low."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,11 @@ def test_video_keeps_every_frame_and_fps(weights, media_dir, tmp_path):
     source_frames = _frames(src)
     assert source_frames == 341
     assert _frames(out) == source_frames
+    summary = re.search(r"wrote .*: 341 frames at [\d.]+ fps; the file decodes to 341 frames; "
+                        r"detections per frame: mean ([\d.]+), min (\d+), max (\d+)", r.stdout)
+    assert summary, r.stdout[-2000:]
+    mean, lo, hi = float(summary[1]), int(summary[2]), int(summary[3])
+    assert lo <= mean <= hi
     a, b = cv2.VideoCapture(str(src)), cv2.VideoCapture(str(out))
     assert b.get(cv2.CAP_PROP_FPS) == pytest.approx(a.get(cv2.CAP_PROP_FPS), rel=1e-3)
     assert int(b.get(cv2.CAP_PROP_FRAME_WIDTH)) == int(a.get(cv2.CAP_PROP_FRAME_WIDTH))
