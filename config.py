@@ -328,8 +328,39 @@ def get_config(name: str, num_classes: int | None = None, img_size: int | None =
 
 
 def to_dict(cfg: YolactConfig) -> dict:
-    """Plain-dict view (for logging / json)."""
+    """Plain-dict view (for logging / json); :func:`from_dict` inverts it."""
     return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> YolactConfig:
+    """The :class:`YolactConfig` that :func:`to_dict` turned into ``data`` (lists become tuples again).
+
+    Raises:
+      ValueError: ``data`` is not such a dict (unknown section or field, or a section that is not an object).
+    """
+    if not isinstance(data, dict):
+        raise ValueError("config must be a json object")
+    kwargs = {}
+    for f in dataclasses.fields(YolactConfig):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        section_type = {"model": ModelConfig, "anchors": AnchorConfig, "parser": ParserConfig, "loss": LossConfig,
+                        "detection": DetectionConfig, "train": TrainConfig}.get(f.name)
+        if section_type is None:
+            kwargs[f.name] = value
+            continue
+        if not isinstance(value, dict):
+            raise ValueError(f"config section {f.name!r} must be an object")
+        known = {g.name for g in dataclasses.fields(section_type)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"config section {f.name!r} has unknown fields {unknown}")
+        kwargs[f.name] = section_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(YolactConfig)})
+    if unknown:
+        raise ValueError(f"config has unknown sections {unknown}")
+    return YolactConfig(**kwargs)
 
 
 __all__ = [
@@ -344,4 +375,5 @@ __all__ = [
     "config_names",
     "feature_map_sizes",
     "to_dict",
+    "from_dict",
 ]

@@ -44,8 +44,8 @@ def build_serving_module(model, cfg, label_map, jit: bool = True):
     """
     import tensorflow as tf
 
-    from data.augment import normalize
-    from data.image_io import decode_image_rgb
+    from yolact.ops.preprocess import normalize
+    from yolact.ops.image_io import decode_image_rgb
     from yolact import detection, masks
 
     size = cfg.model.img_size
@@ -95,7 +95,7 @@ def export(cfg, checkpoint, export_dir, label_map_path=None, jit=True) -> str:
     """
     import tensorflow as tf
 
-    from data.label_map import write_label_map
+    from yolact.ops.label_map import write_label_map
     from yolact.predictor import load_model, resolve_label_map
 
     label_map = resolve_label_map(label_map_path, cfg)

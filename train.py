@@ -166,7 +166,7 @@ class Trainer:
         import tensorflow as tf
 
         from config import get_config
-        from data import label_map as label_map_lib
+        from yolact.ops import label_map as label_map_lib
         from data import tfrecord_schema as schema
         from utils.lr_schedule import schedule_from_config
 

@@ -49,7 +49,8 @@ def main(argv):
     from config import get_config
     from yolact import detection, masks
     from yolact.model import build_model
-    from yolact.predictor import Predictor, coco_label_map, frozen_network_fn
+    from yolact.ops.label_map import coco_label_map
+    from yolact.predictor import Predictor, frozen_network_fn
 
     cfg = get_config("yolact_resnet50")
     fixture = pathlib.Path(FLAGS.shared) / "fixtures" / "reference_r50"

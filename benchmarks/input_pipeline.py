@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from config import get_config  # noqa: E402
 from data import coco_tfrecord_creator as creator  # noqa: E402
 from data import parser  # noqa: E402
-from data.label_map import read_label_map  # noqa: E402
+from yolact.ops.label_map import read_label_map  # noqa: E402
 
 COCO_MINI = ROOT.parent / "shared" / "data" / "coco2017_mini"
 

@@ -33,7 +33,7 @@ def bench(config, precision, batch, steps, warmup):
     from config import get_config
     from data.targets import build_targets
     from utils.torch_sgd import TorchSGD
-    from yolact.anchors import make_anchors
+    from yolact.ops.anchors import make_anchors
     from yolact.losses import yolact_loss
     from yolact.model import build_model
 

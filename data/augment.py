@@ -38,6 +38,8 @@ from typing import Dict
 
 import tensorflow as tf
 
+from yolact.ops.preprocess import normalize
+
 _FLT_EPSILON = 1.1920928955078125e-07
 _MAX_CROP_ROUNDS = 100
 _CROP_TRIALS = 50
@@ -242,24 +244,6 @@ def resample(src: tf.Tensor, rect: tf.Tensor, top, left, out_size: int) -> tf.Te
         return out[0]
 
     return tf.cond(inside, exact, with_fill)
-
-
-def normalize(image: tf.Tensor, cfg) -> tf.Tensor:
-    """``(x − mean_rgb) / std_rgb``: float32 [..., 3] RGB 0..255 → normalized. original: BackboneTransform."""
-    mean = tf.constant(cfg.model.mean_rgb, tf.float32)
-    std = tf.constant(cfg.model.std_rgb, tf.float32)
-    return (tf.cast(image, tf.float32) - mean) / std
-
-
-def eval_preprocess(image: tf.Tensor, cfg) -> tf.Tensor:
-    """Eval-time input: uint8/float [H, W, 3] RGB → float32 [S, S, 3] normalized.
-
-    Resize first (half-pixel bilinear, no antialias, aspect not kept), normalize second, as the original's
-    BaseTransform / FastBaseTransform.
-    """
-    s = cfg.model.img_size
-    resized = tf.image.resize(tf.cast(image, tf.float32), [s, s], method="bilinear", antialias=False)
-    return normalize(resized, cfg)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline

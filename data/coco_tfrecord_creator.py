@@ -10,7 +10,7 @@ Usage (single-dash flags, as the seed; either split may be given alone)::
         -output_dir data/coco [-num_shards 0] [-num_workers 0] [-strict]
 
 Writes ``OUTPUT_DIR/{train,val}-00000-of-000NN.tfrecord`` (one ``tf.train.Example`` per image of the json, in json
-order, keys in data/tfrecord_schema.py), ``OUTPUT_DIR/label_map.json`` (data/label_map.py) and
+order, keys in data/tfrecord_schema.py), ``OUTPUT_DIR/label_map.json`` (yolact/ops/label_map.py) and
 ``OUTPUT_DIR/creation_report.json`` (every skipped item with its reason). The same command serves COCO 2017, Pascal
 SBD's COCO-style json and custom COCO-style datasets.
 
@@ -58,7 +58,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from data import label_map as label_map_lib
+from yolact.ops import label_map as label_map_lib
 
 IMAGES_PER_SHARD = 1000  # automatic shard count: ceil(images / IMAGES_PER_SHARD)
 JPEG_QUALITY = 95  # for re-encoded (converted) JPEGs

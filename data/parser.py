@@ -28,11 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment as augment_lib
-from data import label_map as label_map_lib
+from yolact.ops import preprocess
+from yolact.ops import label_map as label_map_lib
 from data import targets as targets_lib
 from data import tfrecord_schema as schema
-from data.image_io import decode_image_rgb
-from yolact.anchors import make_anchors
+from yolact.ops.image_io import decode_image_rgb
+from yolact.ops.anchors import make_anchors
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -226,7 +227,7 @@ def eval_dataset(
             "height": tf.shape(image)[0],
             "width": tf.shape(image)[1],
         }
-        return augment_lib.eval_preprocess(image, cfg), info
+        return preprocess.eval_preprocess(image, cfg), info
 
     ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
     return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -15,7 +15,7 @@ from typing import Dict
 
 import tensorflow as tf
 
-from yolact import box_ops
+from yolact.ops import box_ops
 
 
 def keep_largest(areas: tf.Tensor, k: int) -> tf.Tensor:

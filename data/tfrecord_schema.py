@@ -26,7 +26,7 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
-from data.label_map import LABEL_MAP_FILENAME  # noqa: F401  (re-exported; defined once in label_map)
+from yolact.ops.label_map import LABEL_MAP_FILENAME  # noqa: F401  (re-exported; defined once in label_map)
 
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"

@@ -62,7 +62,7 @@ def fixture_targets(fixture_inputs):
 
     from config import get_config
     from data.targets import build_targets
-    from yolact.anchors import make_anchors
+    from yolact.ops.anchors import make_anchors
 
     cfg = get_config("yolact_resnet50")
     anchors = tf.constant(make_anchors(cfg))

@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 
 from config import get_config
 from data import augment
+from yolact.ops import preprocess
 
 CFG = get_config("yolact_resnet50")
 S = CFG.model.img_size
@@ -114,7 +115,7 @@ def test_fused_hsv_jitter_equals_opencv_round_trip(sat, hue):
 def test_no_augmentation_is_resize_and_normalize(sample):
     image, boxes, masks, crowd = sample
     out = _run(sample, _cfg(), [0, 0])
-    ref = augment.normalize(tf.image.resize(image.astype(np.float32), [S, S], antialias=False), CFG).numpy()
+    ref = preprocess.normalize(tf.image.resize(image.astype(np.float32), [S, S], antialias=False), CFG).numpy()
     np.testing.assert_allclose(out["image"], ref, atol=1e-5)
     np.testing.assert_allclose(out["boxes"], boxes, atol=1e-6)
     np.testing.assert_array_equal(out["indices"], np.arange(len(boxes)))
@@ -203,7 +204,7 @@ def test_zero_objects():
 @pytest.mark.parametrize("k", [0, 1])
 def test_eval_preprocess_equals_fixture_input(fixture_inputs, k):
     """The original's FastBaseTransform output (fixture `input`) from the raw image: relative L2 error."""
-    ours = augment.eval_preprocess(fixture_inputs[f"image{k}"], CFG).numpy()
+    ours = preprocess.eval_preprocess(fixture_inputs[f"image{k}"], CFG).numpy()
     ref = fixture_inputs["input"][k]
     assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 1e-6
     assert np.abs(ours - ref).max() < 1e-4
@@ -214,7 +215,7 @@ def test_no_augmentation_reproduces_fixture_gt(fixture_inputs, fixture_outputs, 
     """With every augment flag off, the original's training GT (fixture gt_boxes/gt_masks, cv2 resize of the uint8
     annToMask masks) and the matching targets come out of augment + build_targets from the raw COCO data."""
     from data import targets
-    from yolact.anchors import make_anchors
+    from yolact.ops.anchors import make_anchors
 
     coco = _val_coco(coco_mini)
     img_id = int(fixture_inputs["image_ids"][k])

@@ -1,4 +1,4 @@
-"""yolact/box_ops.py: conversions, IoU (against pycocotools), SSD coding, and matching parity with the original.
+"""yolact/ops/box_ops.py: conversions, IoU (against pycocotools), SSD coding, and matching parity with the original.
 
 The matching reference is the fixture's ``match_conf_t`` / ``match_idx_t`` / ``match_loc_t``, captured by wrapping
 the original ``match`` inside MultiBoxLoss (../shared/fixtures/reference_r50/README.md).
@@ -10,8 +10,8 @@ import tensorflow as tf
 from pycocotools import mask as mask_utils
 
 from config import get_config
-from yolact import box_ops
-from yolact.anchors import make_anchors
+from yolact.ops import box_ops
+from yolact.ops.anchors import make_anchors
 
 
 def _xywh(b):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from config import config_names, get_config
-from yolact.anchors import level_offsets, make_anchors
+from yolact.ops.anchors import level_offsets, make_anchors
 
 
 def test_presets_exist():

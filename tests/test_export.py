@@ -93,7 +93,7 @@ def test_served_detections_match_original(served, fixture_outputs, k):
     res, _ = served
     ref_masks = fixture_outputs[f"det{k}_masks"]
     h, w = ref_masks.shape[1:]
-    from yolact.predictor import coco_label_map
+    from yolact.ops.label_map import coco_label_map
 
     ids = np.asarray(coco_label_map().ids)
     assert res[f"num_detections{k}"].tolist() == [100]

@@ -195,8 +195,8 @@ def test_input_context_needs_enough_shards(records):
 def test_targets_cap_and_empty_images():
     """build_targets directly: > num_max_pad objects keep the largest; zero / crowd-only images are all background."""
     from data import targets
-    from yolact import box_ops
-    from yolact.anchors import make_anchors
+    from yolact.ops import box_ops
+    from yolact.ops.anchors import make_anchors
 
     anchors = make_anchors(CFG)
     fn = tf.function(lambda b, c, m, cr: targets.build_targets(b, c, m, cr, anchors, CFG))

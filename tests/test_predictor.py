@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from config import get_config
-from data.label_map import LabelMap  # noqa: F401  (the predictor's label map type)
+from yolact.ops.label_map import LabelMap  # noqa: F401  (the predictor's label map type)
 from utils.convert_weights import convert_state_dict, load_state_dict_file
 from yolact.model import build_model
-from yolact.predictor import Predictor, coco_label_map
+from yolact.ops.label_map import coco_label_map
+from yolact.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""data/coco_tfrecord_creator.py and data/label_map.py on real COCO 2017 images (../shared/data/coco2017_mini).
+"""data/coco_tfrecord_creator.py and yolact/ops/label_map.py on real COCO 2017 images (../shared/data/coco2017_mini).
 
 The two real splits are encoded once per module through the CLI (single-dash flags, 2 worker processes). The
 bad-input cases use a small dataset built in tmp_path from real val images and their official annotations.
@@ -22,7 +22,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from data import coco_tfrecord_creator as creator
-from data import label_map as label_map_lib
+from yolact.ops import label_map as label_map_lib
 from data import tfrecord_schema as schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

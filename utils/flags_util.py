@@ -65,3 +65,18 @@ def DEFINE_number(name, default, help, flag_values=flags.FLAGS, **kwargs):  # no
 
 
 __all__ = ["parse_number", "DEFINE_number", "ArithmeticParser"]
+
+
+def define_model_flags(flag_values=flags.FLAGS, checkpoint_help: str | None = None) -> None:
+    """The flags every tool that loads a model shares: ``-checkpoint`` and the three it normally does not need,
+    ``-config``, ``-img_size``, ``-label_map`` (read from the checkpoint folder's config.json / label_map.json;
+    given explicitly they must agree with it, see yolact/checkpoint.py resolve_run)."""
+    flags.DEFINE_string("checkpoint", None, checkpoint_help or (
+        "trained model: a run folder (config.json, label_map.json, checkpoints), a checkpoint prefix or a "
+        ".weights.h5 in such a folder"), flag_values=flag_values)
+    flags.DEFINE_string("config", None, "config preset (config.py); only for a checkpoint without config.json, "
+                        "otherwise it must match the saved one", flag_values=flag_values)
+    flags.DEFINE_integer("img_size", None, "input size; only for a checkpoint without config.json (anchor scales "
+                         "rescaled), otherwise it must match the saved one", lower_bound=64, flag_values=flag_values)
+    flags.DEFINE_string("label_map", None, "label_map.json; only for a checkpoint without one (default: COCO's 80 "
+                        "classes for 81-class models), otherwise it must match the saved one", flag_values=flag_values)

@@ -1,7 +1,7 @@
 """Detection: softmax, box decoding and non-maximum suppression with fixed output shapes.
 
 original: layers/functions/detection.py Detect (fast_nms, cc_fast_nms, traditional_nms); box decoding and IoU come
-from yolact/box_ops.py (the original's decode, jaccard); shared/docs/yolact_reference.md §8.
+from yolact/ops/box_ops.py (the original's decode, jaccard); shared/docs/yolact_reference.md §8.
 
 Everything here is graph code with static shapes so that it batches, exports to a SavedModel and (for the two
 Fast NMS variants) compiles with XLA. Where the original returns a variable number of detections we return
@@ -27,7 +27,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from yolact.box_ops import decode, iou
+from yolact.ops.box_ops import decode, iou
 
 NMS_TYPES = ("fast", "cross_class", "traditional")
 _INVALID = -1.0  # score given to non-candidates before sorting; real scores are softmax probabilities >= 0

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from yolact.anchors import make_anchors
+from yolact.ops.anchors import make_anchors
 from yolact.backbones import build_backbone
 from yolact.backbones.layers import set_bn_frozen
 from yolact.fpn import FPN

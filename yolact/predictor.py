@@ -18,37 +18,15 @@ from typing import Dict, Iterator, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from data import augment as augment_lib
-from data import label_map as label_map_lib
-from data.image_io import decode_image_rgb
+from yolact.ops import preprocess
+from yolact.ops import label_map as label_map_lib
+from yolact.ops.image_io import decode_image_rgb
 from yolact import detection, masks
 from yolact.model import build_model, checkpoint_variables
-
-# The 80 COCO categories (id, name) in id order: original data/config.py COCO_CLASSES / COCO_LABEL_MAP.
-COCO_CATEGORIES = (
-    (1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"), (5, "airplane"), (6, "bus"), (7, "train"),
-    (8, "truck"), (9, "boat"), (10, "traffic light"), (11, "fire hydrant"), (13, "stop sign"),
-    (14, "parking meter"), (15, "bench"), (16, "bird"), (17, "cat"), (18, "dog"), (19, "horse"), (20, "sheep"),
-    (21, "cow"), (22, "elephant"), (23, "bear"), (24, "zebra"), (25, "giraffe"), (27, "backpack"),
-    (28, "umbrella"), (31, "handbag"), (32, "tie"), (33, "suitcase"), (34, "frisbee"), (35, "skis"),
-    (36, "snowboard"), (37, "sports ball"), (38, "kite"), (39, "baseball bat"), (40, "baseball glove"),
-    (41, "skateboard"), (42, "surfboard"), (43, "tennis racket"), (44, "bottle"), (46, "wine glass"), (47, "cup"),
-    (48, "fork"), (49, "knife"), (50, "spoon"), (51, "bowl"), (52, "banana"), (53, "apple"), (54, "sandwich"),
-    (55, "orange"), (56, "broccoli"), (57, "carrot"), (58, "hot dog"), (59, "pizza"), (60, "donut"), (61, "cake"),
-    (62, "chair"), (63, "couch"), (64, "potted plant"), (65, "bed"), (67, "dining table"), (70, "toilet"),
-    (72, "tv"), (73, "laptop"), (74, "mouse"), (75, "remote"), (76, "keyboard"), (77, "cell phone"),
-    (78, "microwave"), (79, "oven"), (80, "toaster"), (81, "sink"), (82, "refrigerator"), (84, "book"),
-    (85, "clock"), (86, "vase"), (87, "scissors"), (88, "teddy bear"), (89, "hair drier"), (90, "toothbrush"),
-)
 
 
 class InputError(ValueError):
     """An input image / checkpoint / label map cannot be used (one-line message)."""
-
-
-def coco_label_map() -> label_map_lib.LabelMap:
-    """COCO's 80 categories (the label map of converted original weights)."""
-    return label_map_lib.from_categories([{"id": i, "name": n} for i, n in COCO_CATEGORIES])
 
 
 def resolve_label_map(path: Optional[str], cfg) -> label_map_lib.LabelMap:
@@ -60,7 +38,7 @@ def resolve_label_map(path: Optional[str], cfg) -> label_map_lib.LabelMap:
     if path is None:
         if cfg.num_classes != 81:
             raise InputError(f"config has {cfg.num_classes} classes: pass -label_map (label_map.json of training)")
-        return coco_label_map()
+        return label_map_lib.coco_label_map()
     try:
         lm = label_map_lib.read_label_map(path)
     except (FileNotFoundError, label_map_lib.LabelMapError) as e:
@@ -204,7 +182,7 @@ class Predictor:
         self._net = live_network_fn(model)
         self._frozen = False  # True once the network runs frozen (or freezing was tried and failed)
         self._images_run = 0
-        self._pre = tf.function(lambda img: augment_lib.eval_preprocess(img, cfg)[None], reduce_retracing=True)
+        self._pre = tf.function(lambda img: preprocess.eval_preprocess(img, cfg)[None], reduce_retracing=True)
 
     @classmethod
     def from_checkpoint(cls, cfg, checkpoint, label_map_path=None, **kwargs) -> "Predictor":
@@ -306,5 +284,5 @@ class Predictor:
                        self.predict_preprocessed(images, int(info["height"][0]), int(info["width"][0])))
 
 
-__all__ = ["COCO_CATEGORIES", "InputError", "coco_label_map", "resolve_label_map", "load_model", "read_image",
+__all__ = ["InputError", "resolve_label_map", "load_model", "read_image",
            "INFERENCE_KEYS", "FREEZE_AFTER_IMAGES", "live_network_fn", "frozen_network_fn", "Predictor"]

@@ -5,7 +5,7 @@ shared/docs/yolact_reference.md §6. Every function is pure TF (no Python side e
 ``tf.function`` and inside ``tf.data`` maps. Box formats are named explicitly:
 
 * point form: relative ``[x1, y1, x2, y2]`` (divided by the network input size);
-* center size: relative ``[cx, cy, w, h]`` (the anchors' format, ``yolact/anchors.py``).
+* center size: relative ``[cx, cy, w, h]`` (the anchors' format, ``yolact/ops/anchors.py``).
 
 The arithmetic follows the original's operation order so that float32 results agree bit for bit where possible.
 """
@@ -208,7 +208,7 @@ def match(
     Args:
       gt_boxes: float32 [G, 4] relative ``[x1, y1, x2, y2]`` non-crowd GT boxes (possibly zero-padded).
       gt_classes: int [G] class channel of each GT, 1..C-1 (the original's ``label + 1``).
-      anchors: float32 [N, 4] relative ``[cx, cy, w, h]`` (``yolact/anchors.py``).
+      anchors: float32 [N, 4] relative ``[cx, cy, w, h]`` (``yolact/ops/anchors.py``).
       num_gt: int scalar, valid rows of ``gt_boxes`` (default: all G).
       crowd_boxes: float32 [Gc, 4] relative ``[x1, y1, x2, y2]`` crowd boxes, or None.
       num_crowds: int scalar, valid rows of ``crowd_boxes`` (default: all Gc).
