@@ -223,8 +223,9 @@ def main(argv):
     net.eval()
     sd = net.state_dict()
 
+    listing = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in sd.items()]
     arrays = {
-        "state_dict": np.array(json.dumps([[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in sd.items()])),
+        "state_dict": np.array(json.dumps(listing)),
         "weights_check": np.array([float(np.sum(weights[k], dtype=np.float64)) for k in weights], np.float64),
     }
     for name, _ in bns:
