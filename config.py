@@ -46,8 +46,12 @@ RESNET_STD_RGB = (58.40, 57.12, 57.38)
 # EfficientNet-Lite ImageNet weights expect RGB (x - 127) / 128 (shared/docs/yolact_reference.md §13.3).
 EFFICIENTNET_MEAN_RGB = (127.0, 127.0, 127.0)
 EFFICIENTNET_STD_RGB = (128.0, 128.0, 128.0)
+# Darknet-53 (original data/config.py darknet_transform: channel_order RGB, normalize False, subtract_means False,
+# to_float True): RGB x / 255, written as (x - 0) / 255 (bit-identical in float32).
+DARKNET_MEAN_RGB = (0.0, 0.0, 0.0)
+DARKNET_STD_RGB = (255.0, 255.0, 255.0)
 
-BACKBONES = ("resnet50", "resnet101", "efficientnet_lite0")
+BACKBONES = ("resnet50", "resnet101", "efficientnet_lite0", "darknet53")
 
 
 @dataclass(frozen=True)
@@ -212,13 +216,23 @@ def _conv_out(size: int, kernel: int, stride: int, pad_total: int) -> int:
     return (size + pad_total - kernel) // stride + 1
 
 
+def _five_stride2_convs(size: int, pad_total: int) -> Tuple[int, ...]:
+    """Sides after each of five 3x3 stride-2 convs with ``pad_total`` pixels of padding per axis."""
+    sizes = []
+    for _ in range(5):
+        size = _conv_out(size, 3, 2, pad_total)
+        sizes.append(size)
+    return tuple(sizes)
+
+
 def feature_map_sizes(backbone: str, img_size: int) -> Tuple[int, ...]:
     """Spatial sides of P3..P7 for a square input, from each backbone's conv arithmetic.
 
     ResNet (torchvision layout, symmetric padding): 550 -> 275 -> 138 -> 69 -> 35 -> 18, then P6/P7 by 3x3/2 pad 1
     convs: 9, 5. EfficientNet-Lite0 uses the package's static TF-'same' pads computed for 224 (stride-2 convs pad
     (0,1) for k3 and (1,2) for k5, i.e. floor arithmetic): 550 -> 275 -> 137 -> 68 -> 34 -> 17, then 9, 5; at
-    inputs divisible by 32 both equal size/8 .. size/32.
+    inputs divisible by 32 both equal size/8 .. size/32. Darknet-53 keeps the side in its 3x3/1 pad 1 stem, then
+    five 3x3/2 pad 1 stages: 550 -> 275 -> 138 -> 69 -> 35 -> 18 (as ResNet).
 
     Raises:
       ValueError: unknown backbone.
@@ -230,12 +244,12 @@ def feature_map_sizes(backbone: str, img_size: int) -> Tuple[int, ...]:
         c4 = _conv_out(c3, 3, 2, 2)
         c5 = _conv_out(c4, 3, 2, 2)
     elif backbone.startswith("efficientnet"):
-        s = img_size
-        sizes = []
-        for _ in range(5):  # stem, stage 2, 3, 4, 6: all stride-2 convs with static pads totalling k - 2
-            s = _conv_out(s, 3, 2, 1)
-            sizes.append(s)
-        c3, c4, c5 = sizes[2], sizes[3], sizes[4]
+        # stem, stage 2, 3, 4, 6: all stride-2 convs with static pads totalling k - 2
+        c3, c4, c5 = _five_stride2_convs(img_size, pad_total=1)[2:]
+    elif backbone.startswith("darknet"):
+        # stem 3x3/1 pad 1 keeps the side; layers.0 .. layers.4 each start with a 3x3/2 pad 1 conv;
+        # selected_layers [2, 3, 4]
+        c3, c4, c5 = _five_stride2_convs(img_size, pad_total=2)[2:]
     else:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
     p6 = _conv_out(c5, 3, 2, 2)
@@ -286,6 +300,13 @@ _PRESETS = {
             std_rgb=EFFICIENTNET_STD_RGB,
         ),
         anchors=replace(_BASE.anchors, pred_scales=_scaled_scales(_BASE.anchors.pred_scales, 512)),
+    ),
+    # original yolact_darknet53_config: yolact_base with darknet53_backbone (selected_layers [2, 3, 4], the base's
+    # pred_scales / aspect ratios, use_pixel_scales, use_square_anchors) and darknet_transform (RGB x / 255).
+    "yolact_darknet53": replace(
+        _BASE,
+        name="yolact_darknet53",
+        model=replace(_BASE.model, backbone="darknet53", mean_rgb=DARKNET_MEAN_RGB, std_rgb=DARKNET_STD_RGB),
     ),
 }
 

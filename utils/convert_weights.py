@@ -19,6 +19,11 @@ float16 is cast to float32). Kinds (``convert_state_dict``):
   ``ResNetBackbone.init_backbone`` (``layer{N}.`` -> ``layers.{N-1}.``), ``fc.*`` dropped; backbone only.
 * the EfficientNet-Lite0 package file (``_conv_stem``, ``_bn0``, ``_blocks.*``): ``_conv_head``, top-level
   ``_bn1`` and ``_fc`` (the classifier head) dropped; backbone only.
+* the original's ImageNet Darknet-53 file ``darknet53.pth`` (a ``DarkNetBackbone`` state_dict: ``_preconv.*``,
+  ``layers.*``): prefixed with ``backbone.`` as the original's ``DarkNetBackbone.init_backbone`` loads it into
+  ``net.backbone``; backbone only. That load is ``strict=False``; here any other key of the file is ignored
+  (listed in ``ignored``) while a missing backbone key is still an error (deliberate: the original would leave it
+  at its random initialisation silently).
 
 Layouts: conv OIHW -> HWIO, depthwise [C, 1, kh, kw] -> [kh, kw, C, 1], BatchNorm weight/bias/running_mean/
 running_var -> gamma/beta/moving_mean/moving_variance (``num_batches_tracked`` ignored). Backbone-only sources
@@ -37,6 +42,8 @@ import numpy as np
 from utils import torch_pickle
 
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+# Keys of the original's DarkNetBackbone state_dict (darknet53.pth); other keys of that file are ignored.
+_DARKNET_PREFIXES = ("_preconv.", "layers.")
 _MAX_LISTED = 12
 
 
@@ -110,7 +117,7 @@ def load_state_dict_file(path) -> "collections.OrderedDict[str, np.ndarray]":
 
 
 def detect_kind(state_dict) -> str:
-    """'yolact', 'torchvision_resnet' or 'efficientnet_lite' from the key names.
+    """'yolact', 'torchvision_resnet', 'efficientnet_lite' or 'darknet' from the key names.
 
     Raises:
       WeightConversionError: none of these key patterns.
@@ -122,6 +129,8 @@ def detect_kind(state_dict) -> str:
         return "torchvision_resnet"
     if any(k.startswith(("_conv_stem.", "_blocks.")) for k in keys):
         return "efficientnet_lite"
+    if any(k.startswith(_DARKNET_PREFIXES[0]) for k in keys):
+        return "darknet"
     raise WeightConversionError(f"unrecognised state_dict: keys start with {_listing(keys[:5])}")
 
 
@@ -145,6 +154,10 @@ def to_yolact_keys(state_dict, kind, num_downsample=2):
             if key.startswith(("_fc.", "_conv_head.", "_bn1.")):
                 continue
             out["backbone." + key] = value
+        elif kind == "darknet":
+            # original DarkNetBackbone.init_backbone: load_state_dict(torch.load(path), strict=False) into backbone;
+            # other keys keep their name (no "backbone." prefix), so backbone-only loading lists them as ignored.
+            out[("backbone." + key) if key.startswith(_DARKNET_PREFIXES) else key] = value
         else:
             raise WeightConversionError(f"unknown state_dict kind {kind!r}")
     return out

@@ -6,12 +6,13 @@ state_dict prefixes -> Keras layers, used by utils/convert_weights.py) and ``bat
 
 from __future__ import annotations
 
+from yolact.backbones.darknet import DARKNET_BLOCKS, DarkNetBackbone
 from yolact.backbones.efficientnet_lite import EfficientNetLiteBackbone
 from yolact.backbones.resnet import RESNET_BLOCKS, ResNetBackbone
 
 
 def build_backbone(cfg):
-    """The backbone named by ``cfg.model.backbone`` ('resnet50', 'resnet101', 'efficientnet_lite0').
+    """The backbone named by ``cfg.model.backbone`` ('resnet50', 'resnet101', 'efficientnet_lite0', 'darknet53').
 
     Raises:
       ValueError: unknown backbone name.
@@ -21,7 +22,10 @@ def build_backbone(cfg):
         return ResNetBackbone(RESNET_BLOCKS[name], name="backbone")
     if name == "efficientnet_lite0":
         return EfficientNetLiteBackbone(name="backbone")
-    raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(RESNET_BLOCKS) + ['efficientnet_lite0']}")
+    if name in DARKNET_BLOCKS:
+        return DarkNetBackbone(DARKNET_BLOCKS[name], name="backbone")
+    known = sorted(RESNET_BLOCKS) + ["efficientnet_lite0"] + sorted(DARKNET_BLOCKS)
+    raise ValueError(f"unknown backbone {name!r}; expected one of {known}")
 
 
-__all__ = ["build_backbone", "ResNetBackbone", "EfficientNetLiteBackbone"]
+__all__ = ["build_backbone", "ResNetBackbone", "EfficientNetLiteBackbone", "DarkNetBackbone"]
