@@ -173,8 +173,9 @@ def quiet_startup(module_name: str = "__main__", argv=None) -> bool:
     """Hide TensorFlow's C++ start-up lines unless ``-verbose`` / ``YOLACT_VERBOSE=1`` asks for them.
 
     Call it at the top of a tool, before anything imports TensorFlow: ``cli.quiet_startup(__name__)``. It acts only
-    when ``module_name`` is ``"__main__"`` (importing the tool as a library changes nothing) and defines the absl
-    flag ``-verbose`` (listed by ``--helpfull``). Quiet means, measured on TensorFlow 2.21 (CPU machine):
+    when ``module_name`` is ``"__main__"`` or ``"__mp_main__"`` (the tool re-imported by a multiprocessing spawn
+    worker, which sees the same ``sys.argv``); importing the tool as a library changes nothing. It defines the absl
+    flag ``-verbose`` (listed by ``--helpshort``). Quiet means, measured on TensorFlow 2.21 (CPU machine):
 
     * ``TF_CPP_MIN_LOG_LEVEL=3`` in the environment (set before TensorFlow loads; inherited by subprocesses): hides
       C++ INFO/WARNING/ERROR records after start-up, e.g. ``E0000 ... failed call to cuInit`` on a machine without
@@ -192,14 +193,16 @@ def quiet_startup(module_name: str = "__main__", argv=None) -> bool:
       argv: the command line (default ``sys.argv``), scanned for ``-verbose`` before absl parses it.
 
     Returns:
-      True when the start is verbose (or ``module_name`` is not ``"__main__"``), False when quiet.
+      True when the start is verbose (or ``module_name`` is not a main module), False when quiet.
     """
-    if module_name != "__main__":
+    if module_name not in ("__main__", "__mp_main__"):  # __mp_main__: the main module re-run by a spawned worker
         return True
     from absl import flags
 
     if "verbose" not in flags.FLAGS:
         flags.DEFINE_bool("verbose", False, f"Show TensorFlow's C++ start-up and log lines (also {VERBOSE_ENV}=1).")
+        if sys.argv and sys.argv[0]:  # absl's name of the main module: listed by --helpshort too
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["verbose"])
     if verbose_requested(argv):
         return True
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
