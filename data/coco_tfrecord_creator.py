@@ -37,11 +37,11 @@ What is written, and what happens to bad input:
   ``creation_report.json``. Other files in OUTPUT_DIR are never touched. Everything is first written to a hidden
   temp directory next to OUTPUT_DIR (``.NAME.tmp-*``); only when complete are the new files renamed into OUTPUT_DIR
   (the folder itself when it did not exist), replacing the earlier run's files of those names and removing its
-  shards that the new run does not have (e.g. another shard count). SIGINT/SIGTERM are held during those renames;
-  ``creation_report.json`` is removed first and written last, so an output without it is incomplete (only a
-  SIGKILL or power loss within the renames can leave that). A failed or interrupted run leaves the previous complete
-  output, or nothing; SIGINT / SIGTERM exit 130 / 143 and remove the temp directory; a write error (e.g. disk full)
-  exits 1.
+  shards that the new run does not have (another shard count, or a split not given this time). SIGINT/SIGTERM are
+  held during those renames; ``creation_report.json`` is removed first and written last, so an output without it
+  is incomplete (only a SIGKILL or power loss within the renames can leave that). A failed or interrupted run
+  leaves the previous complete output, or nothing; SIGINT / SIGTERM exit 130 / 143 and remove the temp directory;
+  a write error (e.g. disk full) exits 1.
 
 Exit statuses (utils/cli.py): 0 written, 1 write fault, 2 user error (flags, input, ``-strict``), 130 / 143
 interrupted.
@@ -571,7 +571,7 @@ def _commit(tmp: str, output_dir: str) -> None:
         if os.path.exists(report):
             os.remove(report)  # the "complete" marker goes first and comes back last
         for name in os.listdir(output_dir):
-            if _SHARD_NAME.match(name) and name not in new:
+            if is_own_file(name) and name not in new:  # e.g. another shard count, or a split not written now
                 os.remove(os.path.join(output_dir, name))
         for name in sorted(new, key=lambda n: n == REPORT_FILENAME):
             os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
