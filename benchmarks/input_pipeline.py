@@ -7,12 +7,12 @@ Usage::
     python -m benchmarks.input_pipeline --batches 30 --config yolact_resnet50
 
 Runs the pipeline twice: with a private tf.data threadpool of 1 thread (and intra-op parallelism 1), and with all
-cores, printing images/s for both after a warm-up. Timings are printed, never asserted.
+cores, printing images/s for both after a warm-up. Timings are printed, never asserted. Flags are absl flags
+(``-records`` and ``--records`` both work); errors are one line, exit 2 (utils/cli.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
@@ -22,7 +22,10 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from utils import cli  # noqa: E402
+
+cli.quiet_startup(__name__)  # before TensorFlow is imported
 
 import tensorflow as tf  # noqa: E402
 
@@ -50,42 +53,48 @@ def _measure(pattern, cfg, batch_size, batches, threads):
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", help="TFRecord directory with train-*.tfrecord and label_map.json")
-    ap.add_argument("--config", default="yolact_resnet50")
-    ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--batches", type=int, default=20)
-    args = ap.parse_args(argv)
+def define_flags() -> None:
+    """The benchmark's flags (called under ``__main__`` only, the project's convention: see utils/cli.py)."""
+    from absl import flags
 
+    flags.DEFINE_string("records", None, "TFRecord directory with train-*.tfrecord and label_map.json (default: "
+                        "built from ../shared coco2017_mini train2017 in a temporary folder).")
+    flags.DEFINE_string("config", "yolact_resnet50", "Config preset (config.py).")
+    flags.DEFINE_integer("batch_size", 8, "Images per batch.", lower_bound=1)
+    flags.DEFINE_integer("batches", 20, "Timed batches per measurement (after 3 warm-up batches).", lower_bound=1)
+
+
+def main(argv) -> None:
+    from absl import flags
+
+    args = flags.FLAGS
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     with tempfile.TemporaryDirectory() as tmp:
         records = args.records
         if records is None:
             if not COCO_MINI.exists():
-                print(f"error: {COCO_MINI} not found; pass --records", file=sys.stderr)
-                return 2
+                raise cli.UserError(f"{COCO_MINI} not found; pass -records")
             records = os.path.join(tmp, "records")
             creator.create_tfrecords(
                 [creator.SplitSpec("train", str(COCO_MINI / "train2017"),
                                    str(COCO_MINI / "annotations" / "instances_train2017.json"))],
-                records, num_workers=0, progress=False)
+                records, num_workers=1, progress=False)  # in this process: spawned workers would re-import TF
         pattern = os.path.join(records, "train-*.tfrecord")
         if not tf.io.gfile.glob(pattern):
-            print(f"error: no train-*.tfrecord in {records}", file=sys.stderr)
-            return 2
+            raise cli.UserError(f"no train-*.tfrecord in {records}")
         try:
             cfg = get_config(args.config, num_classes=read_label_map(records).num_classes)
         except (OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            raise cli.UserError(str(e))
         cores = os.cpu_count()
         print(f"config {cfg.name}, batch {args.batch_size}, {args.batches} timed batches, {cores} cores")
         one = _measure(pattern, cfg, args.batch_size, args.batches, threads=1)
         print(f"1 thread:          {one:7.1f} images/s")
         allc = _measure(pattern, cfg, args.batch_size, args.batches, threads=None)
         print(f"all cores ({cores}):     {allc:7.1f} images/s")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    cli.run(main)

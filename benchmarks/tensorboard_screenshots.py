@@ -7,13 +7,15 @@ Usage::
 Needs Debian's ``chromium`` (``apt-get install chromium chromium-driver``). TensorBoard is started as a child
 process on a free loopback port and stopped by its PID afterwards, whatever happens. Writes ``scalars.png``,
 ``images.png`` and ``time_series.png`` into ``-out_dir`` (keep them out of the repository) and prints the tags
-TensorBoard reports over its HTTP API, so the check does not rest on the pictures alone.
+TensorBoard reports over its HTTP API, so the check does not rest on the pictures alone. Exit status (utils/cli.py):
+2 for a bad flag / missing chromium, 1 when TensorBoard or Chromium fail.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -23,14 +25,26 @@ import tempfile
 import time
 import urllib.request
 
-from absl import app, flags
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-flags.DEFINE_string("logdir", None, "TensorBoard log directory of a training run.")
-flags.DEFINE_string("out_dir", "/tmp/tensorboard_screenshots", "Where the PNG screenshots go (outside the repo).")
-flags.DEFINE_string("chromium", "", "Chromium binary; default: chromium or chromium-browser on PATH.")
-flags.DEFINE_integer("scalars_height", 1700, "Window height (px) for the scalars page (its 12 filtered charts).")
-flags.DEFINE_integer("timeout", 90, "Seconds to wait for TensorBoard to load the logs.")
+from utils import cli  # noqa: E402
+
+cli.quiet_startup(__name__)  # TF_CPP_MIN_LOG_LEVEL=3 also quiets the TensorBoard child process
+
+from absl import flags  # noqa: E402
+
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The tool's flags (called under ``__main__`` only, the project's convention: see utils/cli.py)."""
+    flags.DEFINE_string("logdir", None, "TensorBoard log directory of a training run.")
+    flags.DEFINE_string("out_dir", "/tmp/tensorboard_screenshots", "Where the PNG screenshots go (outside the repo).")
+    flags.DEFINE_string("chromium", "", "Chromium binary; default: chromium or chromium-browser on PATH.")
+    flags.DEFINE_integer("scalars_height", 1700, "Window height (px) for the scalars page (its 12 filtered charts).")
+    flags.DEFINE_integer("timeout", 90, "Seconds to wait for TensorBoard to load the logs.")
 
 _CHROMIUM_FLAGS = [
     "--headless",
@@ -75,7 +89,7 @@ def _wait_for_tags(base: str, timeout: float) -> dict:
         except Exception as e:  # not up yet
             last_err = e
         time.sleep(1.0)
-    raise RuntimeError(f"TensorBoard did not serve any scalar tags within {timeout}s ({last_err})")
+    raise cli.FaultError(f"TensorBoard did not serve any scalar tags within {timeout}s ({last_err})")
 
 
 def _screenshot(chromium: str, url: str, path: str, height: int = 1100) -> None:
@@ -89,19 +103,22 @@ def _screenshot(chromium: str, url: str, path: str, height: int = 1100) -> None:
             stderr=subprocess.DEVNULL,
             timeout=120,
         )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        raise cli.FaultError(f"chromium failed for {url}: {e}")
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     if not os.path.exists(path):
-        raise RuntimeError(f"chromium wrote no screenshot for {url}")
+        raise cli.FaultError(f"chromium wrote no screenshot for {url}")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.logdir or not os.path.isdir(FLAGS.logdir):
-        sys.exit(f"tensorboard_screenshots: -logdir {FLAGS.logdir!r} is not a directory")
+        raise cli.UserError(f"-logdir {FLAGS.logdir!r} is not a directory")
     chromium = FLAGS.chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
-        sys.exit("tensorboard_screenshots: chromium not found (apt-get install chromium chromium-driver)")
+        raise cli.UserError("chromium not found (apt-get install chromium chromium-driver)")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     port = _free_port()
     tb_bin = os.path.join(os.path.dirname(sys.executable), "tensorboard")
@@ -134,4 +151,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

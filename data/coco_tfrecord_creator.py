@@ -7,12 +7,12 @@ Usage (single-dash flags, as the seed; either split may be given alone)::
         -train_annotations_file ../shared/data/coco2017_mini/annotations/instances_train2017.json \
         -val_image_dir ../shared/data/coco2017_mini/val2017 \
         -val_annotations_file ../shared/data/coco2017_mini/annotations/instances_val2017.json \
-        -output_dir data/coco [-num_shards 0] [-num_workers 0] [-strict]
+        -output_dir data/coco [-num_shards 0] [-num_workers 0] [-strict] [-verbose]
 
 Writes ``OUTPUT_DIR/{train,val}-00000-of-000NN.tfrecord`` (one ``tf.train.Example`` per image of the json, in json
 order, keys in data/tfrecord_schema.py), ``OUTPUT_DIR/label_map.json`` (yolact/ops/label_map.py) and
-``OUTPUT_DIR/creation_report.json`` (every skipped item with its reason). The same command serves COCO 2017, Pascal
-SBD's COCO-style json and custom COCO-style datasets.
+``OUTPUT_DIR/creation_report.json`` (every skipped item with its reason, and the warnings). The same command serves
+COCO 2017, Pascal SBD's COCO-style json and custom COCO-style datasets.
 
 What is written, and what happens to bad input:
 
@@ -23,13 +23,28 @@ What is written, and what happens to bad input:
   as JPEG (quality 95); PNG and other formats are stored as lossless RGB PNG (alpha dropped);
 * skipped and reported: image file missing or undecodable (by name), image size differing from the json;
   annotations with an unknown image or category id, a missing or zero-area box, a box entirely outside the image,
-  a polygon with fewer than 3 points, a missing or undecodable segmentation;
+  a polygon with fewer than 3 points, an RLE whose size differs from the image or whose run lengths do not add up to
+  height x width (string or counts-list RLE, crowd or not: pycocotools would read or write past the mask), a
+  missing or undecodable segmentation;
 * boxes past the image border are clipped (counted in the summary);
-* unreadable / invalid json, missing image directory, inconsistent category lists between splits, or an existing
-  output path that is not a dataset: one-line error on stderr, exit 1, nothing written;
-* output goes to a hidden temp directory next to OUTPUT_DIR and is renamed into place only when complete; an
-  existing complete output is replaced only on success; ``-strict`` turns every skip into an error (exit 1, nothing
-  written); SIGINT / SIGTERM exit 130 / 143 and remove the temp directory.
+* a json with images but no ``annotations`` key (e.g. test-dev image lists): a warning in the summary and the report
+  (every record holds no objects: usable for evaluation/inference, training refuses such records), exit 0;
+* unreadable / invalid json, missing image directory, inconsistent category lists between splits, an output path
+  that is a file, or an output folder holding shards (``train-*-of-*.tfrecord``) but no ``label_map.json``: one-line
+  error on stderr, exit 2, nothing written;
+* ``-strict`` turns every skip into an error: one line, exit 2, nothing written (the previous output stays);
+* the creator owns only the files it names: ``{train,val}-NNNNN-of-NNNNN.tfrecord``, ``label_map.json`` and
+  ``creation_report.json``. Other files in OUTPUT_DIR are never touched. Everything is first written to a hidden
+  temp directory next to OUTPUT_DIR (``.NAME.tmp-*``); only when complete are the new files renamed into OUTPUT_DIR
+  (the folder itself when it did not exist), replacing the earlier run's files of those names and removing its
+  shards that the new run does not have (another shard count, or a split not given this time). SIGINT/SIGTERM are
+  held during those renames; ``creation_report.json`` is removed first and written last, so an output without it
+  is incomplete (only a SIGKILL or power loss within the renames can leave that). A failed or interrupted run
+  leaves the previous complete output, or nothing; SIGINT / SIGTERM exit 130 / 143 and remove the temp directory;
+  a write error (e.g. disk full) exits 1.
+
+Exit statuses (utils/cli.py): 0 written, 1 write fault, 2 user error (flags, input, ``-strict``), 130 / 143
+interrupted.
 
 Images are decoded with Pillow (strict: truncated files are rejected, as TensorFlow's decoder would) in parallel
 worker processes (spawned, TensorFlow-free); the main process serializes and writes the records.
@@ -46,11 +61,16 @@ import math
 import multiprocessing
 import numbers
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from utils import cli
+
+cli.quiet_startup(__name__)  # before anything imports TensorFlow (acts only when run as a program)
 
 import cv2
 import numpy as np
@@ -65,10 +85,13 @@ JPEG_QUALITY = 95  # for re-encoded (converted) JPEGs
 REPORT_FILENAME = "creation_report.json"
 SPLITS = ("train", "val")
 _MAX_LISTED = 20  # skipped items listed per reason in the printed summary (all are in the report file)
+# The files this tool writes, and the only ones it ever replaces or removes in OUTPUT_DIR.
+_SHARD_NAME = re.compile(rf"^(?:{'|'.join(SPLITS)})-\d{{5}}-of-\d{{5}}\.tfrecord$")
+OWN_FILES = (label_map_lib.LABEL_MAP_FILENAME, REPORT_FILENAME)
 
 
-class CreatorError(Exception):
-    """A fatal input or output problem; the message is one line, printed as the CLI's error."""
+class CreatorError(cli.UserError):
+    """A fatal input problem, or a skip under ``-strict``; the message is one line (the CLI's error, exit 2)."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -106,6 +129,7 @@ class SplitPlan:
       skipped_annotations: ``(annotation id, file_name or image id, reason)``.
       num_images: images in the json.
       boxes_clipped: annotations whose box was clipped to the image.
+      warnings: one-line notes for the summary (e.g. a json without ``annotations``).
     """
 
     spec: SplitSpec
@@ -115,6 +139,7 @@ class SplitPlan:
     skipped_annotations: List[Tuple[object, str, str]]
     num_images: int
     boxes_clipped: int = 0
+    warnings: List[str] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,6 +171,52 @@ def _is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def rle_string_total(counts: str) -> Optional[int]:
+    """Sum of the run lengths of a compressed COCO RLE string; None when the string is malformed.
+
+    The decoding of pycocotools' ``rleFrString`` (common/maskApi.c: 5 bits per character from ``'0'``, bit 0x20 =
+    more characters follow, bit 0x10 of the last = negative, counts after the second are deltas to the count two
+    before), in Python because pycocotools offers no way to read the counts without decoding the mask, and its
+    decoder writes every run into a height x width buffer unchecked.
+    """
+    cnts: List[int] = []
+    pos = 0
+    while pos < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if pos >= len(counts):
+                return None
+            c = ord(counts[pos]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            pos, k = pos + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(cnts) > 2:
+            x += cnts[-2]
+        if x < 0:
+            return None
+        cnts.append(x)
+    return sum(cnts)
+
+
+def _rle_problem(counts, height: int, width: int) -> Optional[str]:
+    """Why RLE ``counts`` (a string or a list of run lengths) do not describe a height x width mask, or None."""
+    if isinstance(counts, str):
+        total = rle_string_total(counts)
+        if total is None:
+            return "malformed RLE counts string"
+    else:
+        if not all(_is_int(v) and v >= 0 for v in counts):
+            return "malformed RLE counts list"
+        total = sum(counts)
+    if total != height * width:
+        return f"RLE counts total {total} differs from height x width {height * width}"
+    return None
+
+
 def _segmentation_problem(segm, height: int, width: int) -> Optional[str]:
     """Why ``segm`` cannot give a mask (None when it can), following pycocotools' input types."""
     if isinstance(segm, list):
@@ -165,7 +236,7 @@ def _segmentation_problem(segm, height: int, width: int) -> Optional[str]:
             return "malformed RLE segmentation"
         if list(size) != [height, width]:
             return f"RLE size {size} differs from image size [{height}, {width}]"
-        return None
+        return _rle_problem(counts, height, width)
     return "no segmentation"
 
 
@@ -210,6 +281,10 @@ def plan_split(spec: SplitSpec) -> SplitPlan:
             skipped_images.append((img["file_name"], "file not found"))
 
     skipped_annotations: List[Tuple[object, str, str]] = []
+    warnings = []
+    if "annotations" not in data and images:
+        warnings.append(f"{src} has no 'annotations' key: the {len(images)} records hold no objects (evaluation or "
+                        "inference only; training refuses them)")
     clipped = 0
     for ann in data.get("annotations", []):
         if not isinstance(ann, dict):
@@ -258,7 +333,7 @@ def plan_split(spec: SplitSpec) -> SplitPlan:
                 "segmentation": ann["segmentation"],
             }
         )
-    return SplitPlan(spec, label_map, tasks, skipped_images, skipped_annotations, len(images), clipped)
+    return SplitPlan(spec, label_map, tasks, skipped_images, skipped_annotations, len(images), clipped, warnings)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -457,7 +532,14 @@ def _write_split(plan: SplitPlan, directory: str, num_shards: int, num_workers: 
         "shards": [os.path.basename(p) for p in paths],
         "skipped_images": [{"file_name": n, "reason": r} for n, r in plan.skipped_images],
         "skipped_annotations": [{"id": a, "image": n, "reason": r} for a, n, r in plan.skipped_annotations],
+        "warnings": list(plan.warnings),
     }
+
+
+def is_own_file(name: str) -> bool:
+    """True for the names this tool writes into OUTPUT_DIR (shards, ``label_map.json``, ``creation_report.json``):
+    the only files it replaces or removes there."""
+    return name in OWN_FILES or bool(_SHARD_NAME.match(name))
 
 
 def _check_output_dir(output_dir: str) -> None:
@@ -465,11 +547,37 @@ def _check_output_dir(output_dir: str) -> None:
         if not os.path.isdir(output_dir):
             raise CreatorError(f"output path exists and is not a directory: {output_dir}")
         names = os.listdir(output_dir)
-        if names and label_map_lib.LABEL_MAP_FILENAME not in names:
+        shards = sorted(n for n in names if _SHARD_NAME.match(n))
+        if shards and label_map_lib.LABEL_MAP_FILENAME not in names:
             raise CreatorError(
-                f"output directory {output_dir} exists, is not empty and holds no {label_map_lib.LABEL_MAP_FILENAME}:"
-                " refusing to replace it"
+                f"output directory {output_dir} holds shards ({shards[0]}) but no {label_map_lib.LABEL_MAP_FILENAME}, "
+                "so they were not written by this tool: refusing to replace them"
             )
+
+
+def _commit(tmp: str, output_dir: str) -> None:
+    """Move the complete output from ``tmp`` into ``output_dir`` (see the module docstring); SIGINT / SIGTERM are
+    held meanwhile. Files of ``output_dir`` that :func:`is_own_file` does not claim are never touched."""
+    umask = os.umask(0)
+    os.umask(umask)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        if not os.path.exists(output_dir):
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+            os.rename(tmp, output_dir)
+            return
+        new = os.listdir(tmp)
+        report = os.path.join(output_dir, REPORT_FILENAME)
+        if os.path.exists(report):
+            os.remove(report)  # the "complete" marker goes first and comes back last
+        for name in os.listdir(output_dir):
+            if is_own_file(name) and name not in new:  # e.g. another shard count, or a split not written now
+                os.remove(os.path.join(output_dir, name))
+        for name in sorted(new, key=lambda n: n == REPORT_FILENAME):
+            os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+        os.rmdir(tmp)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _strict_error(plans: Sequence[SplitPlan]) -> Optional[str]:
@@ -487,8 +595,8 @@ def create_tfrecords(splits: Sequence[SplitSpec], output_dir: str, num_shards: i
 
     Args:
       splits: one or two :class:`SplitSpec` (names unique).
-      output_dir: created or replaced (only on success; an existing non-empty directory must hold a
-        ``label_map.json``, i.e. be an earlier output).
+      output_dir: created, or its own files (:func:`is_own_file`) replaced on success; other files in it are kept.
+        A folder with shards but no ``label_map.json`` is refused.
       num_shards: shards per split; 0 = ``ceil(images / 1000)``.
       num_workers: encoding processes; 0 = ``os.cpu_count()``; 1 = in this process.
       strict: any skipped image or annotation raises instead.
@@ -501,11 +609,14 @@ def create_tfrecords(splits: Sequence[SplitSpec], output_dir: str, num_shards: i
     Raises:
       CreatorError: invalid input (before anything is written) or, with ``strict``, a skip found while encoding
         (the partial output is removed). KeyboardInterrupt also removes the partial output.
+      OSError: writing failed (the partial output is removed, the previous output stays).
     """
     if not splits:
         raise CreatorError("no split given: pass -train_image_dir/-train_annotations_file and/or the val pair")
     if len({s.name for s in splits}) != len(splits):
         raise CreatorError("split names must be unique")
+    if any(s.name not in SPLITS for s in splits):
+        raise CreatorError(f"split names must be among {SPLITS}")
     output_dir = os.path.abspath(output_dir)
     _check_output_dir(output_dir)
     plans = [plan_split(s) for s in splits]
@@ -530,16 +641,7 @@ def create_tfrecords(splits: Sequence[SplitSpec], output_dir: str, num_shards: i
         with open(os.path.join(tmp, REPORT_FILENAME), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
         _check_interrupted()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-        if os.path.exists(output_dir):
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.rename(output_dir, os.path.join(old, base))
-            os.rename(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output_dir)
+        _commit(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -568,6 +670,7 @@ def format_summary(report: Dict) -> str:
             for reason, names in sorted(by_reason.items()):
                 more = f" ... and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
                 lines.append(f"    {reason} ({len(names)}): {', '.join(names[:_MAX_LISTED])}{more}")
+        lines += [f"  warning: {w}" for w in s.get("warnings", [])]
     lines.append(f"all skipped items: {os.path.join(report['output_dir'], REPORT_FILENAME)}")
     return "\n".join(lines)
 
@@ -576,17 +679,20 @@ def format_summary(report: Dict) -> str:
 # CLI
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
+    """The CLI's flags (called under ``__main__`` only, the project's convention: see utils/cli.py)."""
     from absl import flags
 
     for split in SPLITS:
         flags.DEFINE_string(f"{split}_image_dir", None, f"Folder of the {split} images.")
         flags.DEFINE_string(f"{split}_annotations_file", None, f"COCO-style json of the {split} split.")
-    flags.DEFINE_string("output_dir", None, "Output folder (created, or replaced on success).")
+    flags.DEFINE_string("output_dir", None, "Output folder: created, or this tool's files in it replaced on success "
+                        "(other files are kept).")
     flags.DEFINE_integer("num_shards", 0, "TFRecord shards per split; 0 = one per 1000 images.", lower_bound=0)
     flags.DEFINE_integer("num_workers", 0, "Encoding processes; 0 = all CPU cores, 1 = no subprocess.",
                          lower_bound=0)
-    flags.DEFINE_bool("strict", False, "Treat every skipped image or annotation as an error (nothing written).")
+    flags.DEFINE_bool("strict", False, "Treat every skipped image or annotation as an error (exit 2, nothing "
+                      "written).")
 
 
 def _on_signal(signum, _frame):
@@ -597,9 +703,10 @@ def _on_signal(signum, _frame):
     _PENDING_SIGNAL[0] = signum
 
 
-def main(argv: Sequence[str]) -> int:
-    """CLI entry: 0 on success, 1 on a fatal error (one line on stderr), 128 + signal number on SIGINT (130) or
-    SIGTERM (143), after removing the partial output."""
+def main(argv: Sequence[str]) -> None:
+    """CLI entry (through ``utils.cli.run``): exit 0 written, 2 user error or ``-strict`` skip, 1 write fault, each
+    error as one line on stderr; 128 + signal number on SIGINT (130) or SIGTERM (143), after removing the partial
+    output."""
     from absl import flags
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -607,32 +714,26 @@ def main(argv: Sequence[str]) -> int:
             signal.signal(signum, _on_signal)
 
     FLAGS = flags.FLAGS
-    prog = "coco_tfrecord_creator"
+    if len(argv) > 1:
+        raise CreatorError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.output_dir:
+        raise CreatorError("-output_dir is required")
+    specs = []
+    for split in SPLITS:
+        image_dir, ann = FLAGS[f"{split}_image_dir"].value, FLAGS[f"{split}_annotations_file"].value
+        if bool(image_dir) != bool(ann):
+            raise CreatorError(f"-{split}_image_dir and -{split}_annotations_file must be given together")
+        if image_dir:
+            specs.append(SplitSpec(split, image_dir, ann))
     try:
-        if len(argv) > 1:
-            raise CreatorError(f"unexpected arguments: {' '.join(argv[1:])}")
-        if not FLAGS.output_dir:
-            raise CreatorError("-output_dir is required")
-        specs = []
-        for split in SPLITS:
-            image_dir, ann = FLAGS[f"{split}_image_dir"].value, FLAGS[f"{split}_annotations_file"].value
-            if bool(image_dir) != bool(ann):
-                raise CreatorError(f"-{split}_image_dir and -{split}_annotations_file must be given together")
-            if image_dir:
-                specs.append(SplitSpec(split, image_dir, ann))
         report = create_tfrecords(specs, FLAGS.output_dir, FLAGS.num_shards, FLAGS.num_workers, FLAGS.strict)
-    except CreatorError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt as e:
-        print(f"{prog}: interrupted; nothing written", file=sys.stderr)
-        return 128 + getattr(e, "signum", signal.SIGINT)
+        cli.fail("interrupted; nothing written", 128 + getattr(e, "signum", signal.SIGINT))
+    except OSError as e:
+        raise cli.FaultError(f"cannot write {FLAGS.output_dir}: {e}; the previous output, if any, is unchanged")
     print(format_summary(report))
-    return 0
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(main)
+    define_flags()
+    cli.run(main)

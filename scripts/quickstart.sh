@@ -36,8 +36,8 @@ START=$SECONDS
 step "1/5 TFRecords of ${SAMPLE} -> ${OUT}/data/sample"
 # The sample as a custom dataset of the categories its train images use (background + those), see the script.
 ANN="$OUT/annotations"
-"$PY" scripts/keep_used_categories.py "$ANN" \
-  "$SAMPLE/annotations/instances_train2017.json" "$SAMPLE/annotations/instances_val2017.json"
+"$PY" scripts/keep_used_categories.py -out_dir "$ANN" \
+  -annotations_files "$SAMPLE/annotations/instances_train2017.json,$SAMPLE/annotations/instances_val2017.json"
 "$PY" -m data.coco_tfrecord_creator \
   -train_image_dir "$SAMPLE/train2017" -train_annotations_file "$ANN/instances_train2017.json" \
   -val_image_dir "$SAMPLE/val2017" -val_annotations_file "$ANN/instances_val2017.json" \

@@ -389,15 +389,18 @@ def test_existing_output_replaced_only_on_success(coco_mini, tmp_path):
     assert _leftovers(out.parent) == []
 
 
-def test_refuses_to_replace_a_foreign_directory(coco_mini, tmp_path):
+def test_refuses_to_replace_foreign_shards(coco_mini, tmp_path):
+    """A folder with shards of this tool's names but no label_map.json holds someone else's records."""
     (tmp_path / "src").mkdir()
     spec = _two_image_dataset(coco_mini, tmp_path / "src", second="ok")
     out = tmp_path / "mine"
     out.mkdir()
-    (out / "notes.txt").write_text("keep me")
-    with pytest.raises(creator.CreatorError, match="refusing to replace"):
+    (out / "val-00000-of-00001.tfrecord").write_bytes(b"not mine")
+    with pytest.raises(creator.CreatorError, match="holds shards .* but no label_map.json.*refusing to replace"):
         creator.create_tfrecords([spec], str(out), num_workers=1, progress=False)
-    assert os.listdir(out) == ["notes.txt"]
+    assert os.listdir(out) == ["val-00000-of-00001.tfrecord"]
+    assert (out / "val-00000-of-00001.tfrecord").read_bytes() == b"not mine"
+    assert _leftovers(tmp_path) == []
 
 
 def test_category_lists_must_agree(coco_mini, tmp_path):
@@ -428,9 +431,9 @@ def test_fatal_input_one_line_error_nothing_written(coco_mini, tmp_path, case):
         args += ["-train_image_dir", img_dir]
     out = tmp_path / "out"
     res = _cli(*args, "-output_dir", out, timeout=120)
-    assert res.returncode == 1
+    assert res.returncode == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("coco_tfrecord_creator: error: "), res.stderr
+    assert len(lines) == 1 and lines[0].startswith("data.coco_tfrecord_creator: error: "), res.stderr
     expected = {"invalid_json": "cannot read annotation file", "not_coco": "not a COCO-style json",
                 "missing_json": "annotation file not found", "missing_dir": "val image directory not found",
                 "half_split": "-train_image_dir and -train_annotations_file must be given together"}[case]
