@@ -176,8 +176,8 @@ def _sample_stats(offset, h, w, stride):
     return int((~inside).sum()), int((inside & ~full).sum()), int(full.sum()), kink
 
 
-@pytest.mark.parametrize("dg,stride", [(1, 1), (2, 2)], ids=["g1-s1", "g2-s2"])
-def test_gradients_match_central_differences(dg, stride):
+@pytest.mark.parametrize("dg,stride,jit", [(1, 1, False), (2, 2, False), (2, 2, True)], ids=["g1-s1", "g2-s2", "g2-s2-xla"])
+def test_gradients_match_central_differences(dg, stride, jit):
     """float64: tape gradients w.r.t. input, conv_offset_mask kernel/bias, kernel and bias vs central differences."""
     rng = np.random.default_rng(11 + dg)
     c, f, h, w = 4, 3, 6, 7
@@ -189,7 +189,7 @@ def test_gradients_match_central_differences(dg, stride):
     assert outside > 5 and partial > 5 and inside > 5, (outside, partial, inside)  # straddles the border
     assert kink > 1e-4, kink  # no position within eps of a bilinear kink: central differences are valid
 
-    loss = tf.function(lambda: tf.reduce_sum(layer(x) * probe))
+    loss = tf.function(lambda: tf.reduce_sum(layer(x) * probe), jit_compile=jit)
     variables = [x, layer.conv_offset_mask.kernel, layer.conv_offset_mask.bias, layer.kernel, layer.bias]
     with tf.GradientTape() as tape:
         value = loss()
@@ -268,22 +268,23 @@ def test_matches_torch_autograd_of_reference_forward(cfg):
     tv = [tf.Variable(_nhwc(arrays[k]) if k in ("x", "off", "mask") else arrays[k]) for k in
           ("x", "off", "mask", "weight", "bias")]
 
-    @tf.function(jit_compile=True)
     def fwd():
         return deformable_conv2d(tv[0], tv[1], tv[2], tf.transpose(tv[3], (2, 3, 1, 0)), tv[4], strides=s, padding=p,
                                  dilation_rate=d, deformable_groups=g)
 
-    with tf.GradientTape() as tape:
-        y = fwd()
-        loss = tf.reduce_sum(y * _nhwc(probe))
-    grads = tape.gradient(loss, tv)
-    np.testing.assert_allclose(_nchw(y.numpy()), y_t.detach().numpy(), rtol=0, atol=1e-5)
-    for name, grad in zip(("x", "off", "mask", "weight", "bias"), grads):
-        ref = tt[name].grad.numpy()
-        got = tf.convert_to_tensor(grad).numpy()
-        got = _nchw(got) if name in ("x", "off", "mask") else got
-        assert np.abs(ref).max() > 1e-2, name
-        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()), err_msg=name)
+    for jit in (False, True):  # both gather layouts (graph: four corner gathers, XLA: one quad gather)
+        with tf.GradientTape() as tape:
+            y = tf.function(fwd, jit_compile=jit)()
+            loss = tf.reduce_sum(y * _nhwc(probe))
+        grads = tape.gradient(loss, tv)
+        np.testing.assert_allclose(_nchw(y.numpy()), y_t.detach().numpy(), rtol=0, atol=1e-5)
+        for name, grad in zip(("x", "off", "mask", "weight", "bias"), grads):
+            ref = tt[name].grad.numpy()
+            got = tf.convert_to_tensor(grad).numpy()
+            got = _nchw(got) if name in ("x", "off", "mask") else got
+            assert np.abs(ref).max() > 1e-2, name
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()),
+                                       err_msg=f"{name} jit={jit}")
 
 
 # ------------------------------------------------------------------- precision, serialisation, distribution
