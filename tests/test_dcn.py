@@ -176,7 +176,9 @@ def _sample_stats(offset, h, w, stride):
     return int((~inside).sum()), int((inside & ~full).sum()), int(full.sum()), kink
 
 
-@pytest.mark.parametrize("dg,stride,jit", [(1, 1, False), (2, 2, False), (2, 2, True)], ids=["g1-s1", "g2-s2", "g2-s2-xla"])
+@pytest.mark.parametrize(
+    "dg,stride,jit", [(1, 1, False), (2, 2, False), (2, 2, True)], ids=["g1-s1", "g2-s2", "g2-s2-xla"]
+)
 def test_gradients_match_central_differences(dg, stride, jit):
     """float64: tape gradients w.r.t. input, conv_offset_mask kernel/bias, kernel and bias vs central differences."""
     rng = np.random.default_rng(11 + dg)
@@ -230,6 +232,26 @@ def test_offset_gradient_is_zero_outside_and_flows_inside():
     g = tape.gradient(total, off).numpy().reshape(2, 2)
     assert y.numpy()[0, 0, 0, 0] == 0.0 and y.numpy()[0, 0, 1, 0] != 0.0
     assert np.all(g[0] == 0.0) and np.all(g[1] != 0.0)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_huge_and_non_finite_offsets_sample_zero(unit, jit):
+    """Positions that are huge, inf or NaN fail -1 < h < H like in the original kernel: they contribute 0 (no
+    out-of-range gather index), i.e. the same output as masking those samples out."""
+    off = unit["dcnunit_offset"].copy()
+    msk = unit["dcnunit_mask"].copy()
+    bad = [(0, 0, 0), (2, 3, 4), (4, 5, 10), (6, 8, 17)]
+    for (y, x, ch), value in zip(bad, (np.nan, np.inf, -3e9, 1e30)):
+        off[0, y, x, ch] = value
+        msk[0, y, x, ch // 2] = 0.0
+    args = (_hwio(unit["dcnunit_weight"]), unit["dcnunit_bias"])
+    fn = tf.function(lambda o, m: deformable_conv2d(unit["dcnunit_input"], o, m, *args, strides=2, padding=1),
+                     jit_compile=jit)
+    masked = off.copy()
+    masked[~np.isfinite(masked) | (np.abs(masked) > 1e6)] = 0.0
+    y = fn(off, unit["dcnunit_mask"]).numpy()
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, fn(masked, msk).numpy(), rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------- torch autograd (marker: torch)

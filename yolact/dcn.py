@@ -49,7 +49,7 @@ def _pair(value, name):
 
 
 def deformable_conv2d_output_size(size, kernel_size, stride, padding, dilation):
-    """Output side of a (deformable) convolution: ``(size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1``.
+    """Output side of a (deformable) convolution: ``(size + 2*padding - (dilation*(kernel - 1) + 1)) // stride + 1``.
 
     Args:
       size: input side (pixels), int.
@@ -141,16 +141,17 @@ def deformable_conv2d(
     hh = 1.0 - lh
     hw = 1.0 - lw
     modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups, num_taps]), coord_dtype)
-    modulation = tf.where(inside, modulation, tf.zeros_like(modulation))
-    # Corner order matches the quad rows: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
+    # Corner order: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1). Outside samples (also non-finite positions,
+    # for which every comparison is False, as in the original kernel) get weight 0.
     corner_w = tf.stack([hh * hw, hh * lw, lh * hw, lh * lw], axis=-1) * modulation[..., None]
+    corner_w = tf.where(inside[..., None], corner_w, tf.zeros_like(corner_w))
     corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G, K, 4]
 
     # Top-left corner (h0, w0) in the input zero-padded by one pixel: (h0 + 1, w0 + 1) in [0, H] x [0, W] for every
     # inside sample, so all four corners (out-of-image ones included, reading the zero padding) are valid rows;
-    # outside samples are clamped and have weight 0.
-    pad_h = tf.cast(tf.clip_by_value(h_low, -1.0, height_f - 1.0), tf.int32) + 1
-    pad_w = tf.cast(tf.clip_by_value(w_low, -1.0, width_f - 1.0), tf.int32) + 1
+    # outside samples (weight 0) read row (0, 0), which also keeps huge or non-finite offsets in range.
+    pad_h = tf.cast(tf.where(inside, h_low, -1.0), tf.int32) + 1
+    pad_w = tf.cast(tf.where(inside, w_low, -1.0), tf.int32) + 1
     batch_idx = tf.range(batch)[:, None, None, None, None]
     group_idx = tf.range(groups)[None, None, None, :, None]
     corner_w = tf.reshape(corner_w, [-1, 4])  # [R, 4], R = B*Ho*Wo*G*K samples
