@@ -349,6 +349,10 @@ def test_saved_model_round_trip(unit, tmp_path):
     np.testing.assert_array_equal(loaded.serve(x).numpy(), expected)
     out = loaded.signatures["serving_default"](t=x)
     np.testing.assert_array_equal(next(iter(out.values())).numpy(), expected)
+    # the keras.Model itself (Keras 3 supplies the default serving signature)
+    tf.saved_model.save(model, str(tmp_path / "sm_model"))
+    direct = tf.saved_model.load(str(tmp_path / "sm_model")).signatures["serving_default"]
+    np.testing.assert_array_equal(next(iter(direct(x).values())).numpy(), expected)
 
 
 def test_keras_config_and_file_round_trip(unit, tmp_path):
