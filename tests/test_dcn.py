@@ -324,7 +324,7 @@ def test_mixed_precision_close_to_float32(unit, policy):
     y = tf.cast(y, tf.float32).numpy()
     assert np.all(np.isfinite(y))
     err = np.abs(y - y32).max()
-    tol = 0.1 if policy == "mixed_bfloat16" else 0.01
+    tol = 0.04 if policy == "mixed_bfloat16" else 0.01  # measured: 1.3% and 0.27% of max|y|
     assert err <= tol * np.abs(y32).max(), (err, np.abs(y32).max())
     assert np.corrcoef(y.ravel(), y32.ravel())[0, 1] > (0.999 if policy == "mixed_bfloat16" else 0.9999)
 
