@@ -2,6 +2,7 @@
 
     python benchmarks/dcn_speed.py                                   # C3/C4/C5 stride-1 shapes, 20 runs each
     python benchmarks/dcn_speed.py -runs 10 -strided -grad           # + the stride-2 first blocks, + fwd+bwd
+    python benchmarks/dcn_speed.py -threads 1                        # one intra-op thread (busy machines)
 
 Shapes are those of YOLACT++ ResNet-50 at 550x550, batch 1 (original: backbone.py Bottleneck, where the DCN
 replaces conv2, the 3x3, of every block of layers 2-4): C3 69x69x128, C4 35x35x256, C5 18x18x512, stride 1;
@@ -26,6 +27,7 @@ flags.DEFINE_integer("runs", 20, "Timed calls per layer and mode (median reporte
 flags.DEFINE_bool("strided", False, "Also time the stride-2 first block of each stage.")
 flags.DEFINE_bool("grad", False, "Time forward + backward instead of forward only.")
 flags.DEFINE_list("modes", ["graph", "xla"], "graph (tf.function) and/or xla (jit_compile=True).")
+flags.DEFINE_integer("threads", 0, "TF intra-op threads (0 = TF default); 1 gives steadier numbers on a busy machine.")
 FLAGS = flags.FLAGS
 
 # (name, input side, channels, stride)
@@ -107,6 +109,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     import tensorflow as tf
 
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     modes = [m for m in FLAGS.modes if m in ("graph", "xla")]
     if not modes or len(modes) != len(FLAGS.modes):
         raise app.UsageError(f"-modes must be graph and/or xla, got {FLAGS.modes}")
