@@ -1,15 +1,20 @@
 """YOLACT inference: images, folders, video / webcam, COCO evaluation and benchmark (original: eval.py).
 
-Examples::
+Examples (``-checkpoint`` is a run folder with config.json + label_map.json, or a checkpoint prefix / .weights.h5
+inside one; ``-config`` / ``-img_size`` / ``-label_map`` are only needed for weights without config.json, e.g.
+converted original weights, and must agree with config.json when it exists)::
 
-    python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -image photo.jpg:photo_out.png
-    python inference.py -config yolact_resnet50 -checkpoint ckpt_dir -label_map tfrecords/label_map.json \
-        -images in_dir:out_dir -score_threshold 0.3 -top_k 15
-    python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -video in.avi:out.mp4
-    python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -eval \
+    python inference.py -checkpoint weights/my_run -image photo.jpg:photo_out.png
+    python inference.py -checkpoint weights/my_run -images in_dir:out_dir -score_threshold 0.3 -top_k 15
+    python inference.py -checkpoint weights/my_run -video in.avi:out.mp4
+    python inference.py -checkpoint weights/my_run -eval \
         -annotations_file annotations/instances_val2017.json -image_dir val2017 -output_dir results/
     python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -benchmark -image_dir val2017 \
         -max_images 100
+
+Errors are one line ``inference.py: error: ...`` (utils/cli.py): exit 2 for unusable flags or inputs (a
+contradicting -img_size, a missing image, -eval with none of the annotated images found: then no metrics.json is
+written), 1 for a fault at run time (a written video that does not decode to the frames written).
 
 Display modes draw the best ``-top_k`` detections with score > ``-score_threshold`` (the original's defaults 5 and
 0); ``-eval`` uses every detection, as the original's COCO evaluation.
@@ -18,16 +23,15 @@ Display modes draw the best ``-top_k`` detections with score > ``-score_threshol
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from utils.cli import FaultError, UserError, run
+from utils.flags_util import define_model_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", "yolact_base", "config preset name (config.py)")
-flags.DEFINE_string("checkpoint", None, "a .weights.h5, a training checkpoint directory, or a checkpoint prefix")
-flags.DEFINE_string("label_map", None, "label_map.json of training (default: COCO's 80 classes for 81-class models)")
-flags.DEFINE_integer("img_size", None, "override the config's input size (anchor scales rescaled)")
+define_model_flags()
 flags.DEFINE_string("image", None, "in.jpg[:out.png]: one image (default output: <output_dir>/<name>.png)")
 flags.DEFINE_string("images", None, "in_dir:out_dir: every image of a folder")
 flags.DEFINE_string("video", None, "in.avi[:out.mp4], or a webcam index (default output: <output_dir>/<name>.mp4)")
@@ -49,11 +53,6 @@ flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many
 flags.DEFINE_boolean("benchmark", False, "print per-stage ms and FPS (data loading excluded, first 2 frames skipped)")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-def _fail(msg: str) -> None:
-    print(f"inference: error: {msg}", file=sys.stderr)
-    raise SystemExit(1)
 
 
 def _split(value: str):
@@ -81,7 +80,7 @@ def _write_image(path, rgb):
 
 
 def run_image(predictor, spec):
-    from yolact.predictor import read_image
+    from yolact.ops.image_io import read_image
 
     src, dst = _split(spec)
     image = read_image(src)
@@ -94,28 +93,31 @@ def run_image(predictor, spec):
 def run_folder(predictor, spec):
     from tqdm import tqdm
 
-    from yolact.predictor import InputError, read_image
+    from yolact.ops.image_io import ImageError, read_image
 
     src, dst = _split(spec)
     if not dst:
-        _fail("-images needs in_dir:out_dir")
+        raise UserError("-images needs in_dir:out_dir")
     if not os.path.isdir(src):
-        _fail(f"input folder not found: {src}")
+        raise UserError(f"input folder not found: {src}")
     names = sorted(n for n in os.listdir(src) if not n.startswith(".") and os.path.isfile(os.path.join(src, n)))
     done, skipped = 0, []
-    for name in tqdm(names, desc="images", unit="img"):
-        try:
-            image = read_image(os.path.join(src, name))
-        except InputError as e:
-            skipped.append(name)
-            tqdm.write(f"skipped {name}: {e}")
-            continue
-        result = predictor.predict(image, **_display_limits())
-        _write_image(os.path.join(dst, os.path.splitext(name)[0] + ".png"), _draw(predictor, image, result))
-        done += 1
-    print(f"processed {done} images into {dst}; skipped {len(skipped)}" + (f": {', '.join(skipped)}" if skipped else ""))
+    with tqdm(names, desc="images", unit="img") as bar:
+        for name in bar:
+            try:
+                image = read_image(os.path.join(src, name))
+            except ImageError as e:
+                skipped.append((name, e))
+                continue
+            result = predictor.predict(image, **_display_limits())
+            _write_image(os.path.join(dst, os.path.splitext(name)[0] + ".png"), _draw(predictor, image, result))
+            done += 1
+    for name, e in skipped:  # after the bar has closed: no interleaving with it
+        print(f"skipped {name}: {e}")
+    print(f"processed {done} images into {dst}; skipped {len(skipped)}"
+          + (f": {', '.join(n for n, _ in skipped)}" if skipped else ""))
     if done == 0:
-        raise SystemExit(1)
+        raise UserError(f"no readable image in {src}")
 
 
 def _open_writer(path, fps, size):
@@ -129,7 +131,7 @@ def _open_writer(path, fps, size):
         path = os.path.splitext(path)[0] + ".avi"
         writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     if not writer.isOpened():
-        _fail(f"cannot open a video writer for {path}")
+        raise UserError(f"cannot open a video writer for {path}")
     return writer, path
 
 
@@ -155,10 +157,10 @@ def run_video(predictor, spec):
     src, dst = _split(spec)
     webcam = src.isdigit()
     if not webcam and not os.path.isfile(src):
-        _fail(f"video not found: {src}")
+        raise UserError(f"video not found: {src}")
     cap = cv2.VideoCapture(int(src) if webcam else src)
     if not cap.isOpened():
-        _fail(f"cannot open video {src}")
+        raise UserError(f"cannot open video {src}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if FLAGS.max_frames:
@@ -188,13 +190,13 @@ def run_video(predictor, spec):
         if writer is not None:
             writer.release()
     if written == 0:
-        _fail(f"no frame could be read from {src}")
+        raise UserError(f"no frame could be read from {src}")
     readable = count_frames(dst)
     print(f"wrote {dst}: {written} frames at {fps:.2f} fps; the file decodes to {readable} frames; "
           f"detections per frame: mean {sum(detections_per_frame) / written:.1f}, "
           f"min {min(detections_per_frame)}, max {max(detections_per_frame)}")
     if readable != written:
-        _fail(f"{dst} decodes to {readable} frames, {written} were written")
+        raise FaultError(f"{dst} decodes to {readable} frames, {written} were written")
 
 
 def _tfrecord_pattern(value):
@@ -207,30 +209,31 @@ def run_eval(predictor):
     from utils.coco_eval import evaluate_dataset
 
     if not FLAGS.annotations_file:
-        _fail("-eval needs -annotations_file")
+        raise UserError("-eval needs -annotations_file")
     if bool(FLAGS.image_dir) == bool(FLAGS.tfrecord_pattern):
-        _fail("-eval needs exactly one of -image_dir or -tfrecord_pattern")
+        raise UserError("-eval needs exactly one of -image_dir or -tfrecord_pattern")
     metrics = evaluate_dataset(predictor, FLAGS.annotations_file, image_dir=FLAGS.image_dir,
                                tfrecord_pattern=_tfrecord_pattern(FLAGS.tfrecord_pattern), output_dir=FLAGS.output_dir,
                                max_images=FLAGS.max_images)
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    print(f"wrote detections.json and metrics.json to {FLAGS.output_dir}")
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    print(f"wrote detections.json and metrics.json to {FLAGS.output_dir} ({metrics['images_evaluated']} of "
+          f"{metrics['images_in_annotations']} images evaluated)")
 
 
 def run_benchmark(predictor):
     """Per-stage means over the images after the first 2 (original eval.py --benchmark)."""
-    from yolact.predictor import InputError, read_image
+    from yolact.ops.image_io import ImageError, read_image
 
     folder = FLAGS.image_dir or (FLAGS.images and _split(FLAGS.images)[0])
     if not folder or not os.path.isdir(folder):
-        _fail("-benchmark needs -image_dir (a folder of images)")
+        raise UserError("-benchmark needs -image_dir (a folder of images)")
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
     n_images = FLAGS.max_images or 100
     totals, count = {}, 0
     for i, name in enumerate(names[: n_images + 2]):
         try:
             image = read_image(os.path.join(folder, name))  # data loading: not timed
-        except InputError as e:
+        except ImageError as e:
             print(f"skipped {name}: {e}")
             continue
         timings = {}
@@ -240,7 +243,7 @@ def run_benchmark(predictor):
                 totals[k] = totals.get(k, 0.0) + v
             count += 1
     if count == 0:
-        _fail(f"need more than 2 readable images in {folder}")
+        raise UserError(f"need more than 2 readable images in {folder}")
     stages = ("preprocess", "network", "nms", "masks")
     ms = {k: 1000 * totals[k] / count for k in stages}
     total = sum(ms.values())
@@ -250,27 +253,27 @@ def run_benchmark(predictor):
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}")
+        raise UserError(f"unexpected arguments {argv[1:]}")
     modes = [m for m in ("image", "images", "video") if getattr(FLAGS, m)] + \
         [m for m in ("eval", "benchmark") if getattr(FLAGS, m)]
     if len(modes) != 1:
-        _fail("choose exactly one of -image, -images, -video, -eval, -benchmark")
+        raise UserError("choose exactly one of -image, -images, -video, -eval, -benchmark")
     if not FLAGS.checkpoint:
-        _fail("-checkpoint is required")
-    from yolact.predictor import InputError, Predictor, inference_config
+        raise UserError("-checkpoint is required")
+    from yolact.predictor import Predictor
 
     try:
-        cfg = inference_config(FLAGS.config, FLAGS.label_map, FLAGS.img_size)
         nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
-        predictor = Predictor.from_checkpoint(cfg, FLAGS.checkpoint, FLAGS.label_map, nms_type=nms_type)
+        predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,
+                                              nms_type=nms_type)
         t0 = time.perf_counter()
         {"image": lambda: run_image(predictor, FLAGS.image), "images": lambda: run_folder(predictor, FLAGS.images),
          "video": lambda: run_video(predictor, FLAGS.video), "eval": lambda: run_eval(predictor),
          "benchmark": lambda: run_benchmark(predictor)}[modes[0]]()
         print(f"done in {time.perf_counter() - t0:.1f} s")
-    except (InputError, ValueError, FileNotFoundError, OSError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except (ValueError, OSError) as e:  # RunFilesError, CheckpointError, ImageError, NoImagesEvaluated, missing files
+        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

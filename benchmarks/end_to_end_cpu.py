@@ -79,8 +79,9 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op)
     if FLAGS.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op)
-    from config import get_config
-    from yolact.predictor import InputError, Predictor, load_model, read_image, resolve_label_map
+    from yolact.checkpoint import CheckpointError, RunFilesError, load_model, resolve_run
+    from yolact.ops.image_io import ImageError, read_image
+    from yolact.predictor import Predictor
 
     unknown = [v for v in FLAGS.variants if v not in VARIANTS]
     if unknown:
@@ -88,12 +89,11 @@ def main(argv):
     paths = sorted(glob.glob(FLAGS.images))
     if not paths:
         raise SystemExit(f"end_to_end_cpu: no image matches {FLAGS.images}")
-    cfg = get_config(FLAGS.config)
     try:
+        cfg, label_map, _ = resolve_run(FLAGS.weights, FLAGS.config)
         model = load_model(cfg, FLAGS.weights)
         images = [read_image(p) for p in paths]
-        label_map = resolve_label_map(None, cfg)
-    except InputError as e:
+    except (RunFilesError, CheckpointError, ImageError) as e:
         raise SystemExit(f"end_to_end_cpu: {e}")
     predictors = {v: Predictor(cfg, model, label_map, **VARIANTS[v]) for v in FLAGS.variants}
     gpu = tf.config.list_physical_devices("GPU")

@@ -12,21 +12,29 @@ Signature used (see export_saved_model.py): ``images`` uint8 [1, H, W, 3] RGB in
 probabilities at input resolution (> 0.5 is the mask). Category names come from ``label_map.json`` next to the
 SavedModel when present.
 
-Errors (missing SavedModel / image, unreadable image, missing signature) are one line on stderr, exit 1.
+Errors (missing SavedModel / image, unreadable image, missing signature) are one line on stderr, exit 2 (the
+project's user-error status; this script does not import utils/cli.py so that it runs without the project).
 """
 
-import argparse
 import json
 import os
 import sys
 
 import cv2
 import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", None, "folder written by export_saved_model.py", required=True)
+flags.DEFINE_string("image", None, "input image (anything OpenCV reads)", required=True)
+flags.DEFINE_string("output", None, "overlay output path (.png / .jpg)", required=True)
+flags.DEFINE_float("score_threshold", 0.3, "print/draw detections above this score")
+flags.DEFINE_integer("top_k", 10, "print/draw at most this many detections")
 
 
 def fail(msg):
-    print(f"saved_model_predict: error: {msg}", file=sys.stderr)
-    sys.exit(1)
+    print(f"saved_model_predict.py: error: {msg}", file=sys.stderr)
+    sys.exit(2)
 
 
 def load_names(saved_model_dir):
@@ -66,14 +74,10 @@ def draw(image_bgr, boxes, classes, scores, masks, names, alpha=0.45):
     return out
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--saved_model", required=True, help="folder written by export_saved_model.py")
-    ap.add_argument("--image", required=True, help="input image (anything OpenCV reads)")
-    ap.add_argument("--output", required=True, help="overlay output path (.png / .jpg)")
-    ap.add_argument("--score_threshold", type=float, default=0.3, help="print/draw detections above this score")
-    ap.add_argument("--top_k", type=int, default=10, help="print/draw at most this many detections")
-    args = ap.parse_args(argv)
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}")
+    args = FLAGS
 
     if not os.path.isfile(os.path.join(args.saved_model, "saved_model.pb")):
         fail(f"no SavedModel at {args.saved_model} (saved_model.pb missing)")
@@ -119,4 +123,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -69,8 +69,9 @@ def test_detections_to_coco_entries(gt):
     box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     ids = sorted(gt.getCatIds())
     result = {"boxes": np.array([box, [5, 5, 5, 9]]), "classes": np.array([ids.index(18), 0]),
-              "scores": np.array([0.75, 0.5], np.float32), "masks": np.stack([mask, mask])}
-    entries = coco_eval.detections_to_coco(ann["image_id"], result, ids)
+              "category_ids": np.array([18, ids[0]]), "scores": np.array([0.75, 0.5], np.float32),
+              "masks": np.stack([mask, mask])}
+    entries = coco_eval.detections_to_coco(ann["image_id"], result)
     assert len(entries) == 1  # the zero-width box is not written (eval.py prep_metrics)
     e = entries[0]
     assert e["category_id"] == 18 and e["image_id"] == ann["image_id"] and e["score"] == 0.75

@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from yolact.detection import detect
-from yolact.masks import boxes_to_pixels, postprocess
+from yolact.detection import DetectionGenerator, detect, postprocess, to_output_convention
+from yolact.masks import boxes_to_pixels
+from yolact.ops.label_map import coco_label_map
 
 CFG = get_config("yolact_resnet50")
 
@@ -54,6 +55,43 @@ def test_masks_and_pixel_boxes_match_original(dets, fixture_outputs, jit, k):
     union = (out["masks"] | ref_masks).sum(axis=(1, 2))
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # both empty: identical
     assert iou.min() >= 0.99
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["plain", "xla"])
+@pytest.mark.parametrize("k", [0, 1])
+def test_detection_generator_layer_matches_original(fixture_outputs, jit, k):
+    """The model's detection layer on the fixture's raw outputs, its own anchors, masks upsampled in the layer and the
+    output convention (normalised [ymin, xmin, ymax, xmax], COCO category ids) against the original's detections."""
+    o = fixture_outputs
+    gen = DetectionGenerator(CFG, "fast", jit)
+    np.testing.assert_allclose(gen.anchors.numpy(), o["priors"], rtol=0, atol=1e-6)
+    ref_masks = o[f"det{k}_masks"]
+    h, w = ref_masks.shape[1:]
+    raw = {key: o[key][k:k + 1] for key in ("loc", "conf", "mask", "proto")}
+    out = to_output_convention(gen(raw, output_size=(h, w)), coco_label_map().index_to_id_array())
+    assert out["num_detections"].numpy().tolist() == [100]
+    ids = np.asarray(coco_label_map().ids)
+    np.testing.assert_array_equal(out["detection_classes"][0].numpy(), ids[o[f"det{k}_class"]])
+    np.testing.assert_allclose(out["detection_scores"][0].numpy(), o[f"det{k}_score"], atol=1e-5, rtol=0)
+    b = out["detection_boxes"][0].numpy()
+    assert b.min() >= 0 and b.max() <= 1
+    px = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
+    assert np.abs(px - o[f"det{k}_box"]).max() <= 1.0
+    masks = out["detection_masks"][0].numpy() > 0.5
+    assert masks.shape == ref_masks.shape
+    assert int((masks != ref_masks.astype(bool)).sum()) <= 1e-4 * ref_masks.size
+
+
+def test_postprocess_category_ids_and_pixel_boxes_from_output_convention(dets, fixture_outputs):
+    """postprocess's pixel boxes (via to_output_convention) equal boxes_to_pixels of the raw boxes exactly, and its
+    category ids are the label map's ids of the classes."""
+    lm = coco_label_map()
+    one = {key: v[1:2] for key, v in dets[False].items()}
+    out = postprocess(one, fixture_outputs["proto"][1:2], 640, 480, category_ids=lm.index_to_id_array(),
+                      max_detections=10)
+    np.testing.assert_array_equal(out["boxes"], boxes_to_pixels(one["boxes"][0, :10], 640, 480).numpy())
+    np.testing.assert_array_equal(out["category_ids"], np.asarray(lm.ids)[out["classes"]])
+    assert out["masks"].shape == (10, 640, 480)
 
 
 def test_single_candidate_gives_one_detection_per_class_then_padding(fixture_outputs):

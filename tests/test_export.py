@@ -85,7 +85,10 @@ def test_saved_model_cli_lists_both_signatures(exported):
                  "outputs['detection_boxes']", "outputs['detection_classes']", "outputs['num_detections']",
                  "outputs['detection_scores']"):
         assert text in r.stdout, text
-    assert (exported / "label_map.json").is_file()
+    assert (exported / "label_map.json").is_file() and (exported / "config.json").is_file()
+    from yolact.checkpoint import read_config
+
+    assert read_config(str(exported)).name == "yolact_resnet50"
 
 
 @pytest.mark.parametrize("k", [0, 1])

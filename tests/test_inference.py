@@ -1,5 +1,6 @@
 """inference.py end to end (subprocesses) on the shared media and coco2017_mini: video, folder with a corrupt file,
-missing input, COCO evaluation. Small -img_size with the fixture's converted weights keeps CPU time low."""
+missing input, COCO evaluation. The fixture's converted weights in a run folder whose config.json says img_size 128
+(the weights do not depend on the input size) keep CPU time low; ``-checkpoint RUN_DIR`` is the only model flag."""
 
 import json
 import re
@@ -17,15 +18,21 @@ IMG_SIZE = "128"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory, fixture_weights_path):
+    """A run folder: r50.weights.h5 (the fixture's converted weights), config.json (yolact_resnet50 at 128) and
+    label_map.json (COCO)."""
+    from config import get_config
     from utils.convert_weights import convert_file
+    from yolact.checkpoint import write_run_files
+    from yolact.ops.label_map import coco_label_map
 
     out = tmp_path_factory.mktemp("w") / "r50.weights.h5"
     convert_file(str(fixture_weights_path), "yolact_resnet50", str(out))
-    return out
+    write_run_files(out.parent, get_config("yolact_resnet50", img_size=int(IMG_SIZE)), coco_label_map())
+    return out.parent
 
 
 def _run(*args, timeout=600):
-    cmd = [sys.executable, "inference.py", "-config", "yolact_resnet50", "-img_size", IMG_SIZE, *map(str, args)]
+    cmd = [sys.executable, "inference.py", *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
 
@@ -77,18 +84,21 @@ def test_folder_skips_corrupt_file(weights, media_dir, tmp_path):
 
 def test_missing_inputs_give_one_line_errors(weights, tmp_path):
     r = _run("-checkpoint", weights, "-image", tmp_path / "nope.jpg")
-    assert r.returncode == 1 and "inference: error: image not found" in r.stderr
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("inference.py: error: image not found")
     assert "Traceback" not in r.stderr
-    r = _run("-checkpoint", tmp_path / "nope.weights.h5", "-image", tmp_path / "nope.jpg")
-    assert r.returncode == 1 and "weights file not found" in r.stderr and "Traceback" not in r.stderr
+    r = _run("-config", "yolact_resnet50", "-checkpoint", tmp_path / "nope.weights.h5", "-image", tmp_path / "x.jpg")
+    assert r.returncode == 2 and "weights file not found" in r.stderr and "Traceback" not in r.stderr
+    r = _run("-checkpoint", tmp_path / "nope.weights.h5", "-image", tmp_path / "x.jpg")  # no config.json, no -config
+    assert r.returncode == 2 and "config.json not found: pass -config" in r.stderr
 
 
 def test_eval_writes_results_and_metrics(weights, coco_mini, tmp_path):
     r = _run("-checkpoint", weights, "-eval", "-annotations_file", coco_mini / "annotations/instances_val2017.json",
              "-image_dir", coco_mini / "val2017", "-max_images", 3, "-output_dir", tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "evaluated 3 images" in r.stdout and "Average Precision" in r.stdout
+    assert "evaluated 3 of 3 images" in r.stdout and "Average Precision" in r.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics.pop("images_evaluated") == 3 and metrics.pop("images_in_annotations") == 3
     assert len(metrics) == 12 and all(-1 <= v <= 1 for v in metrics.values())
     dets = json.loads((tmp_path / "detections.json").read_text())
     gt = json.loads((coco_mini / "annotations/instances_val2017.json").read_text())

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from yolact.losses import crop_masks, loss_sums, normalize_losses, yolact_loss
+from yolact.losses import loss_sums, normalize_losses, yolact_loss
+from yolact.masks import crop
 
 PAD = 20  # padded GT rows (>= 17 non-crowd objects of image0)
 
@@ -149,10 +150,11 @@ def test_mask_gradient_finite_with_cropped_saturated_pixels(fixture_case):
     assert np.all(np.isfinite(g.numpy()))
 
 
-def test_crop_masks_matches_original_rule():
+def test_crop_matches_original_rule():
+    """The one crop (yolact/masks.py, used by the loss and by detection) on [..., P, H, W] masks."""
     masks = tf.ones([1, 10, 10])
     # box x 0.23..0.51, y 0.0..0.35 of a 10 px side -> x1 = 2.3-1 = 1.3, x2 = 5.1+1 = 6.1, y1 = 0, y2 = 4.5
-    out = crop_masks(masks, tf.constant([[0.51, 0.0, 0.23, 0.35]]), padding=1).numpy()[0]
+    out = crop(masks, tf.constant([[0.51, 0.0, 0.23, 0.35]]), padding=1).numpy()[0]
     cols = np.where(out.max(axis=0) > 0)[0]
     rows = np.where(out.max(axis=1) > 0)[0]
     assert cols.tolist() == [2, 3, 4, 5, 6]  # 1.3 <= c < 6.1

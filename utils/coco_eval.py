@@ -14,7 +14,11 @@ Files written into ``output_dir``:
   metrics are computed from ``mask_detections.json`` (mask areas, as the original), the bbox ones from
   ``bbox_detections.json`` (identical to loading ``detections.json``).
 * ``metrics.json``: ``box/AP``, ``box/AP50``, ``box/AP75``, ``box/APs``, ``box/APm``, ``box/APl`` and the same for
-  ``mask/``, as fractions (COCOeval ``stats[0:6]``; -1 where the ground truth has no object of that size).
+  ``mask/``, as fractions (COCOeval ``stats[0:6]``; -1 where the ground truth has no object of that size); from
+  :func:`evaluate_dataset` also ``images_evaluated`` and ``images_in_annotations`` (ints).
+
+Dataset iteration for evaluation (:func:`iter_dataset`) lives here, not in yolact/, because it reads TFRecords with
+``data.parser`` (yolact/ never imports data/).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import contextlib
 import io
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -35,9 +39,14 @@ DETECTIONS_FILE = "detections.json"
 BBOX_FILE = "bbox_detections.json"
 MASK_FILE = "mask_detections.json"
 METRICS_FILE = "metrics.json"
+MAX_SKIPPED_SHOWN = 10  # skipped files listed by evaluate_dataset, the rest counted
 
 
-def detections_to_coco(image_id: int, result: Dict[str, np.ndarray], class_to_category: Sequence[int]) -> List[Dict]:
+class NoImagesEvaluated(ValueError):
+    """Not one image of the annotations file could be evaluated (nothing is written)."""
+
+
+def detections_to_coco(image_id: int, result: Dict[str, np.ndarray]) -> List[Dict]:
     """COCO results entries of one image.
 
     original: eval.py prep_metrics + Detections.add_bbox / add_mask: a detection is written only if its integer box
@@ -46,9 +55,10 @@ def detections_to_coco(image_id: int, result: Dict[str, np.ndarray], class_to_ca
 
     Args:
       image_id: the dataset's image id.
-      result: :func:`yolact.masks.postprocess` output: ``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
-        int [n] 0-based foreground class, ``scores`` float [n], ``masks`` uint8 [n, H, W] 0/1.
-      class_to_category: dataset category id of each 0-based class (``label_map.ids``).
+      result: :meth:`yolact.predictor.Predictor.predict` output (:func:`yolact.detection.postprocess` with
+        category ids): ``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``category_ids`` int [n] dataset ids (from
+        :func:`yolact.detection.to_output_convention`, the one class → id conversion), ``scores`` float [n],
+        ``masks`` uint8 [n, H, W] 0/1.
 
     Returns:
       list of dicts with ``image_id``, ``category_id``, ``bbox``, ``segmentation``, ``score``.
@@ -63,7 +73,7 @@ def detections_to_coco(image_id: int, result: Dict[str, np.ndarray], class_to_ca
         rle["counts"] = rle["counts"].decode("ascii")
         out.append({
             "image_id": int(image_id),
-            "category_id": int(class_to_category[int(result["classes"][i])]),
+            "category_id": int(result["category_ids"][i]),
             "bbox": [round(float(v) * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)],
             "segmentation": rle,
             "score": float(result["scores"][i]),
@@ -171,10 +181,54 @@ def evaluate_results(annotations, results: Sequence[Dict], output_dir=None,
                                run_cocoeval(coco_gt, segm, "segm", image_ids, verbose))
     if output_dir is not None:
         write_results(results, output_dir)
-        with open(os.path.join(output_dir, METRICS_FILE), "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=1)
-            f.write("\n")
+        _write_metrics(metrics, output_dir)
     return metrics
+
+
+def _annotated_image_ids(coco_gt: COCO, max_images: Optional[int]) -> List[int]:
+    """The images with annotations, in id order (the original's COCODetection skips the others), first max_images."""
+    ids = sorted(i for i in coco_gt.getImgIds() if coco_gt.imgToAnns.get(i))
+    return ids[:max_images] if max_images else ids
+
+
+def iter_dataset(predictor, coco_gt: COCO, image_dir=None, tfrecord_pattern=None, max_images: Optional[int] = None,
+                 progress: bool = True, skipped: Optional[List[str]] = None) -> Iterator[Tuple[int, Dict]]:
+    """Yield ``(image_id, result)`` over a COCO-style dataset; ``result`` is :meth:`Predictor.predict`'s dict.
+
+    With ``image_dir``: the images of ``coco_gt`` that have annotations, in id order, read from
+    ``image_dir/file_name``; unreadable or missing files are skipped and their one-line reasons appended to
+    ``skipped`` (printed by the caller after the progress bar, so that lines and bar never interleave). With
+    ``tfrecord_pattern``: ``data.parser.eval_dataset`` batches of 1 (the same ``eval_preprocess``).
+
+    Raises:
+      FileNotFoundError: ``image_dir`` is not a folder.
+    """
+    from tqdm import tqdm
+
+    from yolact.ops.image_io import ImageError, read_image
+
+    skipped = [] if skipped is None else skipped
+    if image_dir is not None:
+        if not os.path.isdir(image_dir):
+            raise FileNotFoundError(f"image directory not found: {image_dir}")
+        for image_id in tqdm(_annotated_image_ids(coco_gt, max_images), disable=not progress, desc="eval",
+                             unit="img"):
+            path = os.path.join(image_dir, coco_gt.imgs[image_id]["file_name"])
+            try:
+                image = read_image(path)
+            except ImageError as e:
+                skipped.append(str(e))
+                continue
+            yield image_id, predictor.predict(image)
+    else:
+        from data.parser import eval_dataset
+
+        ds = eval_dataset(tfrecord_pattern, predictor.cfg, batch_size=1)
+        if max_images:
+            ds = ds.take(int(max_images))
+        for images, info in tqdm(ds, disable=not progress, desc="eval", unit="img"):
+            yield (int(info["image_id"][0]),
+                   predictor.predict_preprocessed(images, int(info["height"][0]), int(info["width"][0])))
 
 
 def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_pattern=None, output_dir=None,
@@ -182,33 +236,59 @@ def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_patte
     """Run a model over a COCO-style dataset and score it (what ``inference.py -eval`` and train.py's validation use).
 
     Args:
-      predictor: a :class:`yolact.predictor.Predictor` (model + config + label map).
-      annotations_file: the ground-truth COCO json.
+      predictor: a :class:`yolact.predictor.Predictor` (model + config + label map + detection generator).
+      annotations_file: the ground-truth COCO json (path or ``COCO``).
       image_dir: folder with the json's ``file_name`` images (images with no annotation are skipped, as the
         original's COCODetection does); or
       tfrecord_pattern: glob of val TFRecords read with ``data.parser.eval_dataset`` (one of the two is required).
       output_dir: where to write the json files and metrics.json (None: nothing written).
       max_images: stop after this many images.
-      verbose: print the COCOeval tables; progress: a tqdm bar.
+      verbose: print the COCOeval tables and the image count; progress: a tqdm bar. Skipped files and "evaluated N
+        of M images" are printed after the bar whatever ``verbose`` says when some images were missing.
 
     Returns:
-      the metrics dict of :func:`evaluate_results`.
+      the metrics dict of :func:`evaluate_results` plus ``images_evaluated`` (N) and ``images_in_annotations`` (M:
+      the annotated images of the file, at most ``max_images``), both also in metrics.json.
 
     Raises:
-      ValueError: neither or both of ``image_dir`` / ``tfrecord_pattern``; FileNotFoundError: missing files.
+      ValueError: neither or both of ``image_dir`` / ``tfrecord_pattern``; FileNotFoundError: missing files;
+      NoImagesEvaluated: not one image could be evaluated (nothing is written).
     """
     if (image_dir is None) == (tfrecord_pattern is None):
         raise ValueError("give exactly one of image_dir or tfrecord_pattern")
     coco_gt = load_coco(annotations_file)
-    results, done = [], []
-    category_ids = predictor.label_map.ids
-    for image_id, result in predictor.iter_dataset(coco_gt, image_dir, tfrecord_pattern, max_images, progress):
-        results.extend(detections_to_coco(image_id, result, category_ids))
+    expected = len(_annotated_image_ids(coco_gt, max_images))
+    results, done, skipped = [], [], []
+    for image_id, result in iter_dataset(predictor, coco_gt, image_dir, tfrecord_pattern, max_images, progress,
+                                         skipped):
+        results.extend(detections_to_coco(image_id, result))
         done.append(image_id)
-    if verbose:
-        print(f"evaluated {len(done)} images, {len(results)} detections")
-    return evaluate_results(coco_gt, results, output_dir, image_ids=done, verbose=verbose)
+    source = image_dir if image_dir is not None else tfrecord_pattern
+    expected = max(expected, len(done))  # TFRecords may hold images the json does not annotate
+    if done:  # after the progress bar; with nothing evaluated the error below says it in one line
+        for line in skipped[:MAX_SKIPPED_SHOWN]:
+            print(f"skipped: {line}")
+        if len(skipped) > MAX_SKIPPED_SHOWN:
+            print(f"skipped: ... and {len(skipped) - MAX_SKIPPED_SHOWN} more")
+    else:
+        raise NoImagesEvaluated(f"evaluated 0 of {expected} images: none of the annotated images of "
+                                f"{annotations_file if isinstance(annotations_file, (str, os.PathLike)) else 'the annotations'} "
+                                f"was found in {source}")
+    if verbose or len(done) < expected:
+        print(f"evaluated {len(done)} of {expected} images, {len(results)} detections")
+    metrics = evaluate_results(coco_gt, results, None, image_ids=done, verbose=verbose)
+    metrics.update(images_evaluated=len(done), images_in_annotations=expected)
+    if output_dir is not None:
+        write_results(results, output_dir)
+        _write_metrics(metrics, output_dir)
+    return metrics
+
+
+def _write_metrics(metrics: Dict, output_dir) -> None:
+    with open(os.path.join(output_dir, METRICS_FILE), "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=1)
+        f.write("\n")
 
 
 __all__ = ["detections_to_coco", "split_results", "write_results", "load_coco", "run_cocoeval", "stats_to_metrics",
-           "evaluate_results", "evaluate_dataset", "METRIC_NAMES"]
+           "evaluate_results", "iter_dataset", "evaluate_dataset", "NoImagesEvaluated", "METRIC_NAMES"]

@@ -15,6 +15,7 @@ Later commands need only ``-checkpoint PATH`` where PATH is the folder, a checkp
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -27,6 +28,10 @@ CONFIG_FILENAME = "config.json"
 
 class RunFilesError(ValueError):
     """The checkpoint folder's config/label map is missing, unreadable or contradicts an explicit flag."""
+
+
+class CheckpointError(ValueError):
+    """Nothing loadable at the checkpoint path, or weights that do not fit the config (one-line message)."""
 
 
 class ResolvedRun(NamedTuple):
@@ -152,5 +157,47 @@ def resolve_run(checkpoint: Optional[str], config_name: Optional[str] = None, im
     return ResolvedRun(cfg, lm, folder if saved_cfg is not None else None)
 
 
-__all__ = ["CONFIG_FILENAME", "RunFilesError", "ResolvedRun", "run_dir_of", "write_run_files", "read_config",
-           "resolve_run"]
+def load_model(cfg, checkpoint: str):
+    """A built Yolact (BatchNorm frozen, inference) with weights from ``checkpoint``.
+
+    Checkpoints: a ``.weights.h5`` (``model.save_weights`` / utils/convert_weights.py), or a training checkpoint
+    written by ``tf.train.CheckpointManager`` for ``tf.train.Checkpoint(model_variables=checkpoint_variables(model))``
+    (a directory → its latest checkpoint, or a prefix such as ``run/ckpt-12``); only the model's variables are read.
+
+    Args:
+      cfg: YolactConfig matching the checkpoint (e.g. ``resolve_run(checkpoint).cfg``).
+      checkpoint: ``*.weights.h5``, a training checkpoint directory (latest checkpoint) or a checkpoint prefix.
+
+    Raises:
+      CheckpointError: nothing found at ``checkpoint`` or the weights do not fit ``cfg``.
+    """
+    import tensorflow as tf
+
+    from yolact.model import build_model, checkpoint_variables
+
+    checkpoint = os.fspath(checkpoint)
+    if checkpoint.endswith(".weights.h5"):
+        if not os.path.isfile(checkpoint):
+            raise CheckpointError(f"weights file not found: {checkpoint}")
+        try:
+            return build_model(cfg, freeze_bn=True, weights=checkpoint)
+        except ValueError as e:
+            raise CheckpointError(f"cannot load {checkpoint} into {cfg.name}: {str(e).splitlines()[0]}") from None
+    prefix = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
+        weights = sorted(glob.glob(os.path.join(checkpoint, "*.weights.h5"))) if os.path.isdir(checkpoint) else []
+        if len(weights) == 1:  # a run folder holding only its final weights (or converted weights + run files)
+            return load_model(cfg, weights[0])
+        raise CheckpointError(f"no checkpoint found at {checkpoint} (expected a .weights.h5, a checkpoint "
+                              "directory or prefix)")
+    model = build_model(cfg, freeze_bn=True)
+    try:
+        tf.train.Checkpoint(model_variables=checkpoint_variables(model)).read(prefix).expect_partial()\
+            .assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise CheckpointError(f"checkpoint {prefix} does not fit {cfg.name}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+__all__ = ["CONFIG_FILENAME", "RunFilesError", "CheckpointError", "ResolvedRun", "run_dir_of", "write_run_files",
+           "read_config", "resolve_run", "load_model"]

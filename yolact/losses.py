@@ -17,6 +17,8 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from yolact.masks import crop
+
 LOSS_KEYS = ("B", "C", "M", "S")
 
 
@@ -51,37 +53,6 @@ def _torch_sigmoid(x):
         return upstream * p * (1.0 - p)
 
     return p, grad
-
-
-def crop_masks(masks: tf.Tensor, boxes: tf.Tensor, padding: int = 1) -> tf.Tensor:
-    """Zero every mask pixel outside its box (padded by ``padding`` pixels), as the original's crop.
-
-    Args:
-      masks: float [..., P, H, W].
-      boxes: float [..., P, 4] relative ``[x1, y1, x2, y2]``.
-      padding: pixels added on each side (1 in the loss).
-
-    Returns the masks with pixel (r, c) kept iff ``x1 <= c < x2`` and ``y1 <= r < y2``, where
-    ``x1 = max(min(bx1, bx2)·W − padding, 0)``, ``x2 = min(max(bx1, bx2)·W + padding, W)`` (floats, no rounding).
-
-    original: layers/box_utils.py crop / sanitize_coordinates(cast=False).
-    """
-    h = tf.shape(masks)[-2]
-    w = tf.shape(masks)[-1]
-    wf = tf.cast(w, masks.dtype)
-    hf = tf.cast(h, masks.dtype)
-    bx1, bx2 = boxes[..., 0] * wf, boxes[..., 2] * wf
-    by1, by2 = boxes[..., 1] * hf, boxes[..., 3] * hf
-    x1 = tf.maximum(tf.minimum(bx1, bx2) - padding, 0.0)
-    x2 = tf.minimum(tf.maximum(bx1, bx2) + padding, wf)
-    y1 = tf.maximum(tf.minimum(by1, by2) - padding, 0.0)
-    y2 = tf.minimum(tf.maximum(by1, by2) + padding, hf)
-    cols = tf.cast(tf.range(w), masks.dtype)
-    rows = tf.cast(tf.range(h), masks.dtype)
-    keep_x = (cols >= x1[..., None]) & (cols < x2[..., None])  # [..., P, W]
-    keep_y = (rows >= y1[..., None]) & (rows < y2[..., None])  # [..., P, H]
-    keep = tf.logical_and(keep_y[..., :, None], keep_x[..., None, :])
-    return masks * tf.cast(keep, masks.dtype)
 
 
 def _box_loss(loc, loc_t, pos):
@@ -150,7 +121,7 @@ def _mask_loss(proto, coef, pos, idx_t, gt_boxes, gt_masks, max_masks, seed):
     boxes = tf.gather(gt_boxes, sel_gt, batch_dims=1)  # [B, P, 4]
     target = tf.gather(gt_masks, sel_gt, batch_dims=1)  # [B, P, Hp, Wp]
     logits = tf.einsum("bhwk,bpk->bphw", proto, sel_coef)
-    pred = crop_masks(_torch_sigmoid(logits), boxes, padding=1)
+    pred = crop(_torch_sigmoid(logits), boxes, padding=1.0)  # the one crop (yolact/masks.py)
     pred = tf.clip_by_value(pred, 0.0, 1.0)
     per_pixel = _bce_clamped(pred, target)
     gw = (boxes[..., 2] - boxes[..., 0]) * wp
@@ -243,4 +214,4 @@ def yolact_loss(outputs, targets, cfg, seed: Optional[tf.Tensor] = None) -> Dict
     return normalize_losses(sums, sums["num_pos"], sums["batch_size"])
 
 
-__all__ = ["yolact_loss", "loss_sums", "normalize_losses", "crop_masks", "LOSS_KEYS"]
+__all__ = ["yolact_loss", "loss_sums", "normalize_losses", "LOSS_KEYS"]

@@ -1,18 +1,18 @@
-"""Mask assembly and box post-processing at the original image size.
+"""Mask assembly: prototypes × coefficients, the one crop to the box, upsampling; pixel boxes.
 
-original: layers/output_utils.py postprocess (lincomb, crop_masks True, score_threshold 0) and layers/box_utils.py
-crop / sanitize_coordinates; shared/docs/yolact_reference.md §8 step 6.
+original: layers/output_utils.py postprocess (lincomb, crop_masks True) and layers/box_utils.py crop /
+sanitize_coordinates; shared/docs/yolact_reference.md §8 step 6.
 
 Steps: ``sigmoid(proto @ coefsᵀ)`` at prototype resolution → zero everything outside the predicted box padded by one
-prototype pixel → bilinear (half-pixel, no antialias) resize straight to the original ``(h, w)`` → ``> 0.5``.
+prototype pixel (:func:`crop`, the same function the training loss uses, yolact/losses.py) → bilinear (half-pixel,
+no antialias) resize straight to the original ``(h, w)`` → ``> 0.5``.
 Boxes: relative ``[x1, y1, x2, y2]`` × (w, h), ordered, clamped to [0, w] / [0, h], truncated to int.
+The per-image selection of detections (score threshold, top k, numpy output) is
+:meth:`yolact.detection.DetectionGenerator.postprocess`.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
-import numpy as np
 import tensorflow as tf
 
 
@@ -30,38 +30,45 @@ def sanitize_coordinates(x1: tf.Tensor, x2: tf.Tensor, size, padding: float = 0.
       (lo, hi) float32 [...] pixels, ``0 <= lo``, ``hi <= size``.
     """
     size = tf.cast(size, tf.float32)
-    x1 = x1 * size
-    x2 = x2 * size
+    x1 = tf.cast(x1, tf.float32) * size
+    x2 = tf.cast(x2, tf.float32) * size
     lo = tf.maximum(tf.minimum(x1, x2) - padding, 0.0)
     hi = tf.minimum(tf.maximum(x1, x2) + padding, size)
     return lo, hi
 
 
 def crop(masks: tf.Tensor, boxes: tf.Tensor, padding: float = 1.0) -> tf.Tensor:
-    """Zero mask pixels outside each box (padded by ``padding`` pixels of the mask grid).
+    """Zero every mask pixel outside its box padded by ``padding`` pixels of the mask grid.
 
-    original: layers/box_utils.py crop: a pixel (col x, row y) survives iff x1 <= x < x2 and y1 <= y < y2.
+    The one crop of the project: detection's mask assembly (:func:`assemble_masks`) and the training mask loss
+    (yolact/losses.py) both use it with ``padding=1``, as the original uses ``crop`` in both places.
+
+    original: layers/box_utils.py crop / sanitize_coordinates(cast=False): pixel (row r, col c) survives iff
+    ``x1 <= c < x2`` and ``y1 <= r < y2`` with ``x1 = max(min(bx1, bx2)·W − padding, 0)``,
+    ``x2 = min(max(bx1, bx2)·W + padding, W)`` (floats, no rounding), the same for y with H.
 
     Args:
-      masks: float32 [B, H, W, D] (detections last, as the original's [h, w, n]).
-      boxes: float32 [B, D, 4] relative ``[x1, y1, x2, y2]``.
+      masks: float [..., P, H, W] (one mask per box; any leading batch dimensions).
+      boxes: float [..., P, 4] relative ``[x1, y1, x2, y2]``.
+      padding: pixels added on each side.
 
     Returns:
-      float32 [B, H, W, D].
+      ``masks`` with the pixels outside the padded boxes set to 0, same shape and dtype.
     """
-    h, w = tf.shape(masks)[1], tf.shape(masks)[2]
+    h, w = tf.shape(masks)[-2], tf.shape(masks)[-1]
     x1, x2 = sanitize_coordinates(boxes[..., 0], boxes[..., 2], w, padding)
     y1, y2 = sanitize_coordinates(boxes[..., 1], boxes[..., 3], h, padding)
-    cols = tf.cast(tf.range(w), tf.float32)[None, None, :, None]
-    rows = tf.cast(tf.range(h), tf.float32)[None, :, None, None]
-    inside_x = (cols >= x1[:, None, None, :]) & (cols < x2[:, None, None, :])
-    inside_y = (rows >= y1[:, None, None, :]) & (rows < y2[:, None, None, :])
-    return masks * tf.cast(inside_x & inside_y, masks.dtype)
+    cols = tf.cast(tf.range(w), tf.float32)
+    rows = tf.cast(tf.range(h), tf.float32)
+    keep_x = (cols >= x1[..., None]) & (cols < x2[..., None])  # [..., P, W]
+    keep_y = (rows >= y1[..., None]) & (rows < y2[..., None])  # [..., P, H]
+    keep = keep_y[..., :, None] & keep_x[..., None, :]
+    return masks * tf.cast(keep, masks.dtype)
 
 
-def assemble_masks(proto: tf.Tensor, coefs: tf.Tensor, boxes: tf.Tensor, height, width,
+def assemble_masks(proto: tf.Tensor, coefs: tf.Tensor, boxes: tf.Tensor, height=None, width=None,
                    crop_to_box: bool = True) -> tf.Tensor:
-    """Mask probabilities at the original image size.
+    """Mask probabilities, cropped at prototype resolution, optionally upsampled to ``(height, width)``.
 
     original: layers/output_utils.py postprocess, lincomb branch (before ``gt_(0.5)``).
 
@@ -69,16 +76,20 @@ def assemble_masks(proto: tf.Tensor, coefs: tf.Tensor, boxes: tf.Tensor, height,
       proto: float32 [B, Hp, Wp, K] prototypes.
       coefs: float32 [B, D, K] mask coefficients of the detections.
       boxes: float32 [B, D, 4] relative ``[x1, y1, x2, y2]`` (the detections' predicted boxes).
-      height, width: output size in pixels (the original image), int or scalar int tensor.
+      height, width: output size in pixels (the original image), int or scalar int tensor; both None: stay at the
+        prototype resolution (Hp, Wp).
       crop_to_box: zero outside the box padded by 1 prototype pixel, before upsampling (the original's default).
 
     Returns:
-      float32 [B, D, height, width] probabilities in [0, 1]; ``> 0.5`` is the binary mask.
+      float32 [B, D, height, width] (or [B, D, Hp, Wp]) probabilities in [0, 1]; ``> 0.5`` is the binary mask.
     """
-    masks = tf.sigmoid(tf.einsum("bhwk,bdk->bhwd", proto, coefs))
+    masks = tf.sigmoid(tf.einsum("bhwk,bdk->bdhw", proto, coefs))
     if crop_to_box:
         masks = crop(masks, boxes, padding=1.0)
-    masks = tf.image.resize(masks, tf.stack([height, width]), method="bilinear", antialias=False)
+    if height is None and width is None:
+        return masks
+    masks = tf.image.resize(tf.transpose(masks, [0, 2, 3, 1]), tf.stack([height, width]), method="bilinear",
+                            antialias=False)
     return tf.transpose(masks, [0, 3, 1, 2])
 
 
@@ -99,61 +110,4 @@ def boxes_to_pixels(boxes: tf.Tensor, height, width) -> tf.Tensor:
     return tf.cast(tf.stack([x1, y1, x2, y2], axis=-1), tf.int32)  # values >= 0: cast truncates like .long()
 
 
-def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int, width: int,
-                score_threshold: float = 0.0, crop_to_box: bool = True,
-                max_detections: Optional[int] = None) -> Dict[str, np.ndarray]:
-    """Final detections of ONE image at its original size, as numpy, real rows only.
-
-    original: layers/output_utils.py postprocess(dets, w, h, batch_idx, crop_masks=True, score_threshold).
-
-    Args:
-      detections: :func:`yolact.detection.detect` output for a batch of one (``boxes`` [1,D,4], ``classes``,
-        ``scores``, ``coefs``, ``num_detections``), or already sliced to that image's first row.
-      proto: float32 [1, Hp, Wp, K] prototypes of that image.
-      height, width: original image size in pixels.
-      score_threshold: drop detections with score <= this (0 keeps every real row, like eval.py).
-      max_detections: keep only the best this many (masks are assembled for those only; display modes).
-
-    Returns:
-      dict ``boxes`` int32 [n,4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n] 0-based foreground class,
-      ``scores`` float32 [n], ``masks`` uint8 [n, height, width] 0/1; n <= D, sorted by descending score.
-
-    Raises:
-      ValueError: a batch larger than one.
-    """
-    if int(tf.shape(detections["scores"])[0]) != 1 or int(tf.shape(proto)[0]) != 1:
-        raise ValueError("postprocess handles one image: slice the batch (e.g. {k: v[i:i+1]}) first")
-    n = int(detections["num_detections"][0])
-    scores = detections["scores"][0, :n].numpy()
-    keep = np.nonzero(scores > score_threshold)[0] if score_threshold > 0 else np.arange(n)
-    if max_detections is not None:
-        keep = keep[:max_detections]
-    if len(keep) == 0:
-        return {"boxes": np.zeros([0, 4], np.int32), "classes": np.zeros([0], np.int32),
-                "scores": np.zeros([0], np.float32), "masks": np.zeros([0, int(height), int(width)], np.uint8)}
-    boxes = tf.gather(detections["boxes"][:, :n], keep, axis=1)
-    coefs = tf.gather(detections["coefs"][:, :n], keep, axis=1)
-    binary = _binary_masks_fn(bool(crop_to_box))(tf.convert_to_tensor(proto, tf.float32), coefs, boxes,
-                                                 tf.constant(int(height)), tf.constant(int(width)))
-    return {
-        "boxes": boxes_to_pixels(boxes[0], height, width).numpy(),
-        "classes": detections["classes"][0, :n].numpy()[keep],
-        "scores": scores[keep],
-        "masks": binary.numpy()[0].view(np.uint8),  # bool → 0/1 bytes without a copy
-    }
-
-
-_FNS = {}
-
-
-def _binary_masks_fn(crop_to_box: bool):
-    """Cached tf.function: assemble_masks(...) > 0.5 as bool [B, D, height, width] (thresholded in the graph)."""
-    if crop_to_box not in _FNS:
-        def run(proto, coefs, boxes, height, width):
-            return assemble_masks(proto, coefs, boxes, height, width, crop_to_box) > 0.5
-
-        _FNS[crop_to_box] = tf.function(run, reduce_retracing=True)
-    return _FNS[crop_to_box]
-
-
-__all__ = ["sanitize_coordinates", "crop", "assemble_masks", "boxes_to_pixels", "postprocess"]
+__all__ = ["sanitize_coordinates", "crop", "assemble_masks", "boxes_to_pixels"]

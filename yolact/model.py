@@ -8,6 +8,7 @@ original: yolact.py Yolact (forward, freeze_bn). Usage::
     model = build_model(get_config("yolact_resnet50"))    # built on a dummy batch, ready for load_weights
     out = model(images, training=False)                   # dict loc, conf, mask, proto, segm (float32)
     model.anchors                                         # float32 [N, 4] relative cx, cy, w, h
+    dets = model.detect(images, output_size=(h, w))       # decode + NMS + masks (model.detection_generator)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from yolact.detection import DetectionGenerator
 from yolact.ops.anchors import make_anchors
 from yolact.backbones import build_backbone
 from yolact.backbones.layers import set_bn_frozen
@@ -86,6 +88,36 @@ class Yolact(keras.Model):
         if freeze_bn is None:
             freeze_bn = m.freeze_bn if isinstance(m.freeze_bn, bool) else False
         self.set_bn_frozen(bool(freeze_bn))
+        self.detection_generator = DetectionGenerator(cfg)
+
+    @property
+    def detection_generator(self) -> DetectionGenerator:
+        """The detection stage used by :meth:`detect` (a :class:`yolact.detection.DetectionGenerator`, no weights);
+        assign another one to change the NMS (e.g. ``DetectionGenerator(cfg, nms_type="traditional")``). It is not
+        tracked as a sub-layer, so weight files and checkpoints are the same with any generator."""
+        return self._detection_generator
+
+    def __setattr__(self, name, value):
+        if name == "detection_generator":  # bypass Keras tracking: no weights, not a sub-layer of the network
+            object.__setattr__(self, "_detection_generator", value)
+        else:
+            super().__setattr__(name, value)
+
+    def detect(self, images, output_size=None, crop_to_box: bool = True):
+        """Inference: the network in inference mode, then :attr:`detection_generator` (decode, NMS, masks).
+
+        Args:
+          images: float [B, S, S, 3] normalized (``yolact.ops.preprocess.eval_preprocess``).
+          output_size: ``(height, width)`` to upsample the masks to; None: prototype resolution.
+          crop_to_box: see :meth:`yolact.detection.DetectionGenerator.call`.
+
+        Returns:
+          the generator's dict (``boxes``, ``classes``, ``scores``, ``coefs``, ``num_detections``, ``masks``) plus
+          ``proto`` [B, Hp, Wp, K].
+        """
+        out = self(images, training=False)
+        dets = self.detection_generator(out, output_size=output_size, crop_to_box=crop_to_box)
+        return {**dets, "proto": out["proto"]}
 
     @property
     def anchors(self):
