@@ -87,7 +87,9 @@ def run_image(predictor, spec):
     result = predictor.predict(image, **_display_limits())
     dst = dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0] + ".png")
     _write_image(dst, _draw(predictor, image, result))
-    print(f"{src}: {len(result['scores'])} detections -> {dst}")
+    names = predictor.label_map.names
+    shown = ", ".join(f"{names[c]} {s:.2f}" for c, s in zip(result["classes"], result["scores"]))
+    print(f"{src}: {len(result['scores'])} detections" + (f": {shown}" if shown else "") + f" -> {dst}")
 
 
 def run_folder(predictor, spec):

