@@ -1,0 +1,344 @@
+"""Modulated deformable convolution (DCNv2) in pure TensorFlow ops, as used by YOLACT++'s ResNet backbone.
+
+original: external/DCNv2/dcn_v2.py (``DCN``, ``DCNv2``, ``_DCNv2``) and
+external/DCNv2/src/cuda/dcn_v2_im2col_cuda.cu (``modulated_deformable_im2col_gpu_kernel``,
+``dmcn_im2col_bilinear``); used by backbone.py ``Bottleneck`` (``conv2`` of the DCN blocks).
+
+Semantics, for output pixel (y, x), input channel c of deformable group g, tap k = i * kw + j
+(i = kernel row, j = kernel column):
+
+    h = y * stride_h - pad_h + i * dilation_h + offset[..., g*2*K + 2k]      (dy, input pixels)
+    w = x * stride_w - pad_w + j * dilation_w + offset[..., g*2*K + 2k + 1]  (dx, input pixels)
+    v = 0                                  unless -1 < h < H and -1 < w < W
+    v = bilinear(input[..., c], h, w)      otherwise; every corner outside [0, H-1] x [0, W-1] counts as 0
+                                           (zero padding, NOT clamped to the border)
+    col[k, c] = v * mask[..., g*K + k]
+    out[o] = bias[o] + sum_{k, c} kernel[i, j, c, o] * col[k, c]
+
+Implementation (CPU-friendly, no custom kernels): the input is zero-padded by one pixel and its 2x2 neighbourhoods
+are stacked into a "quad" tensor [B*(H+1)*(W+1)*G, 4*C/G] (G = deformable groups), so that ONE ``tf.gather`` of
+one row per (output pixel, group, tap) fetches all four bilinear corners; out-of-image corners read the zero
+padding, so only the ``-1 < h < H, -1 < w < W`` rule needs an explicit mask. The bilinear weights are multiplied by
+the modulation mask (and the inside flag) before the 4-corner weighted sum, and the columns
+[B*Ho*Wo, K*C] meet the kernel reshaped to [K*C, filters] in one matmul.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _pair(value, name):
+    """An int or a pair of ints -> a tuple of two Python ints.
+
+    Raises:
+      ValueError: not an int or a length-2 sequence of ints.
+    """
+    if isinstance(value, int):
+        return (value, value)
+    try:
+        pair = tuple(int(v) for v in value)
+    except TypeError as err:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from err
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def deformable_conv2d_output_size(size, kernel_size, stride, padding, dilation):
+    """Output side of a (deformable) convolution: ``(size + 2 * padding - (dilation * (kernel - 1) + 1)) // stride + 1``.
+
+    Args:
+      size: input side (pixels), int.
+      kernel_size, stride, padding, dilation: ints along that axis.
+
+    Returns:
+      int, the output side (pixels); the same arithmetic as torch.nn.Conv2d and dcn_v2_cuda.cu.
+    """
+    return (size + 2 * padding - (dilation * (kernel_size - 1) + 1)) // stride + 1
+
+
+def deformable_conv2d(
+    inputs,
+    offset,
+    mask,
+    kernel,
+    bias=None,
+    strides=(1, 1),
+    padding=(1, 1),
+    dilation_rate=(1, 1),
+    deformable_groups=1,
+):
+    """Modulated deformable 2-D convolution (DCNv2 ``dcn_v2_conv``) with given offsets and masks, NHWC.
+
+    original: external/DCNv2/src/cuda/dcn_v2_cuda.cu ``dcn_v2_cuda_forward`` + dcn_v2_im2col_cuda.cu
+    ``modulated_deformable_im2col_gpu_kernel`` / ``dmcn_im2col_bilinear`` (see the module docstring for the exact
+    formula). Differentiable with respect to every tensor argument (the gradient of the sampling position is the
+    derivative of the bilinear interpolation inside a cell, 0 for samples outside ``-1 < h < H, -1 < w < W``).
+
+    Args:
+      inputs: float tensor [B, H, W, Cin] (float16/bfloat16/float32/float64; the computation runs in this dtype).
+      offset: float tensor [B, Ho, Wo, G * 2 * kh * kw], input pixels; channel ``g*2*K + 2k`` = dy, ``+1`` = dx
+        for tap ``k = i * kw + j`` (the original's NCHW channel order, moved last). Any float dtype; the sampling
+        positions are computed in float32 (float64 if ``inputs`` is float64).
+      mask: float tensor [B, Ho, Wo, G * kh * kw], the modulation (already after the sigmoid), channel ``g*K + k``.
+      kernel: [kh, kw, Cin, filters] (HWIO; the original's OIHW ``weight`` transposed (2, 3, 1, 0)).
+      bias: None or [filters].
+      strides, padding, dilation_rate: pairs of ints (padding = symmetric zero padding in pixels, as torch).
+      deformable_groups: G, number of channel groups sharing one set of offsets/masks; must divide Cin.
+
+    Returns:
+      Tensor [B, Ho, Wo, filters] in the dtype of ``inputs``, Ho/Wo as
+      :func:`deformable_conv2d_output_size`.
+
+    Raises:
+      ValueError: statically known shapes that do not fit (channels of offset/mask, Cin % G, kernel Cin).
+    """
+    strides = _pair(strides, "strides")
+    padding = _pair(padding, "padding")
+    dilation_rate = _pair(dilation_rate, "dilation_rate")
+    inputs = tf.convert_to_tensor(inputs)
+    dtype = inputs.dtype
+    coord_dtype = tf.float64 if dtype == tf.float64 else tf.float32
+    kernel = tf.cast(kernel, dtype)
+    kh, kw, cin, filters = kernel.shape
+    num_taps = kh * kw
+    groups = int(deformable_groups)
+    static_c = inputs.shape[-1]
+    if static_c is not None and static_c != cin:
+        raise ValueError(f"kernel expects {cin} input channels, inputs have {static_c}")
+    if cin % groups:
+        raise ValueError(f"deformable_groups={groups} does not divide the {cin} input channels")
+    if offset.shape[-1] is not None and offset.shape[-1] != 2 * groups * num_taps:
+        raise ValueError(f"offset needs {2 * groups * num_taps} channels, got {offset.shape[-1]}")
+    if mask.shape[-1] is not None and mask.shape[-1] != groups * num_taps:
+        raise ValueError(f"mask needs {groups * num_taps} channels, got {mask.shape[-1]}")
+    cpg = cin // groups
+
+    in_shape = tf.shape(inputs)
+    batch, height, width = in_shape[0], in_shape[1], in_shape[2]
+    off_shape = tf.shape(offset)
+    out_h, out_w = off_shape[1], off_shape[2]
+
+    # Sampling positions [B, Ho, Wo, G, K] in input pixels (float32 / float64).
+    off = tf.reshape(tf.cast(offset, coord_dtype), [batch, out_h, out_w, groups, num_taps, 2])
+    tap_i = tf.constant([i * dilation_rate[0] for i in range(kh) for _ in range(kw)], coord_dtype)
+    tap_j = tf.constant([j * dilation_rate[1] for _ in range(kh) for j in range(kw)], coord_dtype)
+    base_h = tf.cast(tf.range(out_h) * strides[0] - padding[0], coord_dtype)
+    base_w = tf.cast(tf.range(out_w) * strides[1] - padding[1], coord_dtype)
+    pos_h = base_h[None, :, None, None, None] + tap_i + off[..., 0]
+    pos_w = base_w[None, None, :, None, None] + tap_j + off[..., 1]
+    height_f = tf.cast(height, coord_dtype)
+    width_f = tf.cast(width, coord_dtype)
+    inside = (pos_h > -1.0) & (pos_w > -1.0) & (pos_h < height_f) & (pos_w < width_f)
+    h_low = tf.stop_gradient(tf.floor(pos_h))
+    w_low = tf.stop_gradient(tf.floor(pos_w))
+    lh = pos_h - h_low
+    lw = pos_w - w_low
+    hh = 1.0 - lh
+    hw = 1.0 - lw
+    modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups, num_taps]), coord_dtype)
+    modulation = tf.where(inside, modulation, tf.zeros_like(modulation))
+    # Corner order matches the quad rows: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
+    corner_w = tf.stack([hh * hw, hh * lw, lh * hw, lh * lw], axis=-1) * modulation[..., None]
+    corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G, K, 4]
+
+    # Row of the quad tensor: padded top-left corner (h0 + 1, w0 + 1) in [0, H] x [0, W] for inside samples;
+    # clamped (and weighted 0) otherwise.
+    row_h = tf.cast(tf.clip_by_value(h_low, -1.0, height_f - 1.0), tf.int32) + 1
+    row_w = tf.cast(tf.clip_by_value(w_low, -1.0, width_f - 1.0), tf.int32) + 1
+    batch_idx = tf.range(batch)[:, None, None, None, None]
+    group_idx = tf.range(groups)[None, None, None, :, None]
+    rows = ((batch_idx * (height + 1) + row_h) * (width + 1) + row_w) * groups + group_idx  # [B, Ho, Wo, G, K]
+
+    padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    quad = tf.stack(
+        [padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=3
+    )  # [B, H+1, W+1, 4, C]
+    if groups > 1:
+        quad = tf.reshape(quad, [batch, height + 1, width + 1, 4, groups, cpg])
+        quad = tf.transpose(quad, [0, 1, 2, 4, 3, 5])  # [B, H+1, W+1, G, 4, C/G]
+    quad = tf.reshape(quad, [-1, 4, cpg])
+
+    corners = tf.gather(quad, tf.reshape(rows, [-1]))  # [B*Ho*Wo*G*K, 4, C/G]
+    cols = tf.reduce_sum(corners * tf.reshape(corner_w, [-1, 4, 1]), axis=1)  # [B*Ho*Wo*G*K, C/G]
+    if groups > 1:
+        cols = tf.transpose(tf.reshape(cols, [-1, groups, num_taps, cpg]), [0, 2, 1, 3])
+    cols = tf.reshape(cols, [-1, num_taps * cin])  # column index k * Cin + c
+    out = tf.matmul(cols, tf.reshape(kernel, [num_taps * cin, filters]))
+    if bias is not None:
+        out = out + tf.cast(bias, dtype)
+    return tf.reshape(out, [batch, out_h, out_w, filters])
+
+
+@keras.saving.register_keras_serializable(package="yolact")
+class DeformableConv2D(keras.layers.Layer):
+    """DCNv2 layer: an offset/mask conv followed by a modulated deformable conv (the original's ``DCN`` module).
+
+    original: external/DCNv2/dcn_v2.py ``DCN`` (``conv_offset_mask`` -> ``torch.chunk(out, 3)`` -> offset =
+    ``cat(o1, o2)``, mask = ``sigmoid(chunk 3)`` -> ``dcn_v2_conv``); kernel semantics of
+    external/DCNv2/src/cuda/dcn_v2_im2col_cuda.cu (see the module docstring and :func:`deformable_conv2d`).
+
+    Call: ``inputs`` float [B, H, W, Cin] NHWC in the layer's compute dtype -> [B, Ho, Wo, filters] with
+    ``Ho = (H + 2 * pad_h - (dil_h * (kh - 1) + 1)) // stride_h + 1`` (same for Wo). Under a Keras mixed-precision
+    policy (``mixed_float16`` / ``mixed_bfloat16``) the variables stay float32, the offset/mask conv, the bilinear
+    gather and the matmul run in the compute dtype; the sampling positions and bilinear weights are computed in
+    float32 (float64 for a float64 layer).
+
+    Sublayer and variables:
+      * ``conv_offset_mask``: ``keras.layers.Conv2D`` (3 * G * kh * kw outputs, kernel [kh, kw, Cin, 3*G*K],
+        bias, same stride/padding/dilation as the main conv; zero padding applied explicitly so stride 2 matches
+        torch), initialised to zero like the original's ``init_offset`` (offset 0, mask sigmoid(0) = 0.5).
+        Its output channels: [0, 2*G*K) offsets (interleaved per tap, dy first: channel ``g*2*K + 2k`` = dy,
+        ``g*2*K + 2k + 1`` = dx, k = i * kw + j), [2*G*K, 3*G*K) mask logits (channel ``2*G*K + g*K + k``). This
+        is exactly the original's ``o1, o2, mask = chunk(out, 3); offset = cat(o1, o2)``: the first two chunks are
+        re-joined unchanged.
+      * ``kernel`` [kh, kw, Cin, filters] (HWIO) and ``bias`` [filters] (if ``use_bias``).
+
+    Weight mapping from an original state_dict with key prefix ``P`` (e.g. ``backbone.layers.1.0.conv2``),
+    torch layouts (see :meth:`torch_weight_targets`):
+      * ``P.weight`` [filters, Cin, kh, kw] -> ``kernel`` = transpose (2, 3, 1, 0)
+      * ``P.bias`` [filters] -> ``bias``
+      * ``P.conv_offset_mask.weight`` [3*G*K, Cin, kh, kw] -> ``conv_offset_mask.kernel`` = transpose (2, 3, 1, 0)
+      * ``P.conv_offset_mask.bias`` [3*G*K] -> ``conv_offset_mask.bias``
+
+    Note: the original passes no ``dilation`` to ``conv_offset_mask``; it is only consistent for dilation 1 (the
+    only value YOLACT++ uses: otherwise the offset map and the output differ in size). This layer gives the offset
+    conv the main conv's dilation, which is identical for dilation 1 and keeps the shapes consistent otherwise.
+
+    Args:
+      filters: output channels.
+      kernel_size, strides, padding, dilation_rate: int or pair of ints; ``padding`` is the symmetric zero
+        padding in pixels (torch ``padding``), not a Keras padding string.
+      use_bias: add ``bias`` (the original DCN always has one).
+      deformable_groups: G, groups of input channels sharing offsets/masks; must divide Cin.
+      kernel_initializer: for ``kernel``; default uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) as the original's
+        ``DCNv2.reset_parameters`` (``bias`` starts at 0).
+      name: layer name.
+      **kwargs: other ``keras.layers.Layer`` arguments (``dtype`` policy, ``trainable``, ...).
+
+    Raises:
+      ValueError: bad int/pair arguments, ``deformable_groups`` < 1 (at construction); Cin not divisible by
+        ``deformable_groups`` or an input that is not rank 4 (at build).
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        padding=1,
+        dilation_rate=1,
+        use_bias=True,
+        deformable_groups=1,
+        kernel_initializer=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.padding = _pair(padding, "padding")
+        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        self.use_bias = bool(use_bias)
+        self.deformable_groups = int(deformable_groups)
+        if self.deformable_groups < 1:
+            raise ValueError(f"deformable_groups must be >= 1, got {deformable_groups}")
+        if kernel_initializer is None:
+            kernel_initializer = keras.initializers.VarianceScaling(
+                scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+            )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        num_taps = self.kernel_size[0] * self.kernel_size[1]
+        self.conv_offset_mask = keras.layers.Conv2D(
+            3 * self.deformable_groups * num_taps,
+            self.kernel_size,
+            strides=self.strides,
+            padding="valid",
+            dilation_rate=self.dilation_rate,
+            use_bias=True,
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="conv_offset_mask",
+        )
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"DeformableConv2D expects NHWC input [B, H, W, C], got shape {input_shape}")
+        cin = int(input_shape[-1])
+        if cin % self.deformable_groups:
+            raise ValueError(f"deformable_groups={self.deformable_groups} does not divide the {cin} input channels")
+        ph, pw = self.padding
+        padded = list(input_shape)
+        padded[1] = None if input_shape[1] is None else input_shape[1] + 2 * ph
+        padded[2] = None if input_shape[2] is None else input_shape[2] + 2 * pw
+        self.conv_offset_mask.build(tuple(padded))
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*self.kernel_size, cin, self.filters),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+
+    def call(self, inputs):
+        ph, pw = self.padding
+        padded = tf.pad(inputs, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        raw = self.conv_offset_mask(padded)  # [B, Ho, Wo, 3*G*K]
+        num_offset = 2 * self.deformable_groups * self.kernel_size[0] * self.kernel_size[1]
+        offset = raw[..., :num_offset]
+        mask = tf.sigmoid(raw[..., num_offset:])
+        return deformable_conv2d(
+            inputs,
+            offset,
+            mask,
+            tf.cast(self.kernel, self.compute_dtype),
+            None if self.bias is None else tf.cast(self.bias, self.compute_dtype),
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            deformable_groups=self.deformable_groups,
+        )
+
+    def compute_output_shape(self, input_shape):
+        size = [
+            None if s is None else deformable_conv2d_output_size(s, k, st, p, d)
+            for s, k, st, p, d in zip(
+                input_shape[1:3], self.kernel_size, self.strides, self.padding, self.dilation_rate
+            )
+        ]
+        return (input_shape[0], *size, self.filters)
+
+    def torch_weight_targets(self, prefix):
+        """{original state_dict key: (keras variable, layout)} for this layer (layer must be built).
+
+        ``layout`` is ``"conv"`` (torch OIHW -> Keras HWIO: ``np.transpose(w, (2, 3, 1, 0))``) or ``"vector"``
+        (copied as is) - the same convention as utils/convert_weights.py ``_keras_targets``.
+
+        Args:
+          prefix: the module's key in the original state_dict, e.g. ``"backbone.layers.1.0.conv2"``.
+        """
+        targets = {
+            f"{prefix}.weight": (self.kernel, "conv"),
+            f"{prefix}.conv_offset_mask.weight": (self.conv_offset_mask.kernel, "conv"),
+            f"{prefix}.conv_offset_mask.bias": (self.conv_offset_mask.bias, "vector"),
+        }
+        if self.use_bias:
+            targets[f"{prefix}.bias"] = (self.bias, "vector")
+        return targets
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            use_bias=self.use_bias,
+            deformable_groups=self.deformable_groups,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
