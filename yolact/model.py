@@ -8,6 +8,7 @@ original: yolact.py Yolact (forward, freeze_bn). Usage::
     model = build_model(get_config("yolact_resnet50"))    # built on a dummy batch, ready for load_weights
     out = model(images, training=False)                   # dict loc, conf, mask, proto, segm (float32)
     model.anchors                                         # float32 [N, 4] relative cx, cy, w, h
+    model.maskiou_net                                     # YOLACT++ FastMaskIoUNet (None without use_maskiou)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from yolact.backbones import build_backbone
 from yolact.backbones.layers import set_bn_frozen
 from yolact.fpn import FPN
 from yolact.head import PredictionHead, semantic_seg_conv
+from yolact.maskiou import FastMaskIoUNet
 from yolact.protonet import ProtoNet
 
 FEATURE_KEYS = ("C3", "C4", "C5", "P3", "P4", "P5", "P6", "P7")
@@ -65,6 +67,10 @@ class Yolact(keras.Model):
         ``segm`` [B, H3, W3, C - 1] semantic logits; with ``return_features`` also ``C3``..``C5``, ``P3``..``P7``.
       Row n of loc/conf/mask belongs to ``model.anchors[n]``.
 
+    ``model.maskiou_net``: with ``cfg.model.use_maskiou`` (YOLACT++) a built :class:`yolact.maskiou.FastMaskIoUNet`
+    (input [n, Hp, Wp, 1]); not run by ``call`` (as in the original): the loss (``I``) and the re-scoring of the
+    detections (:func:`yolact.maskiou.predict_mask_iou`) call it. None otherwise.
+
     Raises (at call):
       ValueError: the input side differs from ``cfg.model.img_size``, or the FPN level sides differ from
         ``cfg.feature_map_sizes()`` (then the anchors would not line up with the predictions).
@@ -83,6 +89,10 @@ class Yolact(keras.Model):
         )
         self.semantic_seg_conv = semantic_seg_conv(m.num_classes)
         self._anchors_np = make_anchors(cfg)
+        self.maskiou_net = None
+        if m.use_maskiou:
+            self.maskiou_net = FastMaskIoUNet(m.num_classes, m.maskiou_channels, name="maskiou_net")
+            self.maskiou_net.build((None, m.proto_output_size, m.proto_output_size, 1))
         if freeze_bn is None:
             freeze_bn = m.freeze_bn if isinstance(m.freeze_bn, bool) else False
         self.set_bn_frozen(bool(freeze_bn))
@@ -144,6 +154,7 @@ class Yolact(keras.Model):
             + self.proto_net.torch_weight_map("proto_net.")
             + self.head.torch_weight_map("prediction_layers.0.")
             + [("semantic_seg_conv", self.semantic_seg_conv)]
+            + ([] if self.maskiou_net is None else self.maskiou_net.torch_weight_map("maskiou_net."))
         )
 
 

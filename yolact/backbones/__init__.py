@@ -18,7 +18,7 @@ def build_backbone(cfg):
     """
     name = cfg.model.backbone
     if name in RESNET_BLOCKS:
-        return ResNetBackbone(RESNET_BLOCKS[name], name="backbone")
+        return ResNetBackbone(RESNET_BLOCKS[name], cfg.model.dcn_layers, cfg.model.dcn_interval, name="backbone")
     if name == "efficientnet_lite0":
         return EfficientNetLiteBackbone(name="backbone")
     raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(RESNET_BLOCKS) + ['efficientnet_lite0']}")
