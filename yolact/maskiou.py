@@ -5,10 +5,12 @@ layers/output_utils.py postprocess (``use_maskiou`` / ``rescore_mask`` / ``resco
 (box AP uses the box score, mask AP the mask score). The loss side (target IoU, ``discard_mask_area``) is in
 yolact/losses.py.
 
-Usage at inference (after Fast NMS, before upsampling the masks)::
+Usage at inference, on the fixed-shape NMS output (``yolact.detection.detect``)::
 
-    iou = predict_mask_iou(model.maskiou_net, proto, det["coefs"], det["boxes"], det["classes"])
-    box_scores, mask_scores = rescore(det["scores"], iou, cfg.detection.rescore_mask, cfg.detection.rescore_bbox)
+    dets = rescore_detections(dets, out["proto"], model.maskiou_net, cfg.detection)   # adds "mask_scores"
+    # or the parts:
+    iou = predict_mask_iou(model.maskiou_net, proto, dets["coefs"], dets["boxes"], dets["classes"])
+    box_scores, mask_scores = rescore(dets["scores"], iou, cfg.detection.rescore_mask, cfg.detection.rescore_bbox)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from yolact.fpn import xavier_conv
-from yolact.masks import crop
+from yolact.masks import assemble_masks
 
 
 class FastMaskIoUNet(keras.layers.Layer):
@@ -30,11 +32,14 @@ class FastMaskIoUNet(keras.layers.Layer):
 
     Call: ``masks`` float [n, H, W] or [n, H, W, 1] (cropped continuous mask probabilities at prototype size)
     -> float [n, num_classes - 1] predicted mask IoU per class (>= 0, can be exactly 0), in the layer's compute
-    dtype. H, W must be at least 31 (five valid stride-2 convs).
+    dtype. H, W must be at least 63 (five unpadded stride-2 convs; prototypes of 63+ px need img_size >= 250).
 
     Args:
       num_classes: classes including background (the net predicts the ``num_classes - 1`` foreground ones).
       channels: output channels of the 3x3 stride-2 convs ((8, 16, 32, 64, 128) for YOLACT++).
+
+    Raises (at build):
+      ValueError: an input side too small for the unpadded convs (the original fails there too).
     """
 
     def __init__(self, num_classes, channels=(8, 16, 32, 64, 128), **kwargs):
@@ -50,6 +55,12 @@ class FastMaskIoUNet(keras.layers.Layer):
         shape = tuple(input_shape)
         if len(shape) == 3:
             shape = shape + (1,)
+        need = 1
+        for _ in self.channels:
+            need = 2 * need + 1  # side before a 3x3 stride-2 unpadded conv that outputs `need`
+        if any(side is not None and side < need for side in shape[1:3]):
+            raise ValueError(f"the mask-IoU net needs masks of at least {need}x{need} px (prototypes), got "
+                             f"{shape[1]}x{shape[2]}: use a larger img_size (>= 250 for YOLACT++)")
         for conv in self.convs:
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
@@ -80,9 +91,11 @@ def mask_iou_input(proto, coefs, boxes):
     Returns:
       float32 [B, D, Hp, Wp] cropped mask probabilities.
     """
-    masks = tf.sigmoid(tf.einsum("bhwk,bdk->bhwd", tf.cast(proto, tf.float32), tf.cast(coefs, tf.float32)))
-    masks = crop(masks, tf.cast(boxes, tf.float32), padding=1.0)
-    return tf.transpose(masks, [0, 3, 1, 2])
+    proto = tf.convert_to_tensor(proto, tf.float32)
+    side_h, side_w = tf.shape(proto)[1], tf.shape(proto)[2]
+    # The detection masks at prototype size (the "resize" to the same size is the identity).
+    return assemble_masks(proto, tf.cast(coefs, tf.float32), tf.cast(boxes, tf.float32), side_h, side_w,
+                          crop_to_box=True)
 
 
 def predict_mask_iou(maskiou_net, proto, coefs, boxes, classes):
@@ -130,4 +143,31 @@ def rescore(scores, mask_iou, rescore_mask=True, rescore_bbox=False):
     return (rescored if rescore_bbox else scores), rescored
 
 
-__all__ = ["FastMaskIoUNet", "mask_iou_input", "predict_mask_iou", "rescore"]
+def rescore_detections(detections, proto, maskiou_net, det_cfg):
+    """NMS detections with the YOLACT++ scores: ``scores`` (box) and ``mask_scores``.
+
+    original: postprocess + eval.py prep_metrics (bbox results scored by the box score, mask results by the mask
+    score); see :func:`rescore`.
+
+    Args:
+      detections: dict with ``boxes`` float32 [B, D, 4] relative ``[x1, y1, x2, y2]``, ``classes`` int [B, D]
+        0-based, ``scores`` float32 [B, D], ``coefs`` float32 [B, D, K] (the fixed-shape NMS output); other keys
+        are passed through.
+      proto: float32 [B, Hp, Wp, K].
+      maskiou_net: ``model.maskiou_net``; None (YOLACT without mask IoU) returns ``detections`` unchanged.
+      det_cfg: ``cfg.detection`` (``rescore_mask``, ``rescore_bbox``).
+
+    Returns:
+      a new dict: the input's keys with ``scores`` replaced by the box scores, plus ``mask_scores`` float32 [B, D]
+      and ``mask_iou`` float32 [B, D]. Row order is unchanged (box-score order).
+    """
+    if maskiou_net is None:
+        return detections
+    out = dict(detections)
+    iou = predict_mask_iou(maskiou_net, proto, detections["coefs"], detections["boxes"], detections["classes"])
+    out["scores"], out["mask_scores"] = rescore(detections["scores"], iou, det_cfg.rescore_mask, det_cfg.rescore_bbox)
+    out["mask_iou"] = iou
+    return out
+
+
+__all__ = ["FastMaskIoUNet", "mask_iou_input", "predict_mask_iou", "rescore", "rescore_detections"]

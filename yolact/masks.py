@@ -108,7 +108,8 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
 
     Args:
       detections: :func:`yolact.detection.detect` output for a batch of one (``boxes`` [1,D,4], ``classes``,
-        ``scores``, ``coefs``, ``num_detections``), or already sliced to that image's first row.
+        ``scores``, ``coefs``, ``num_detections``), or already sliced to that image's first row; with YOLACT++
+        re-scoring (:func:`yolact.maskiou.rescore_detections`) also ``mask_scores`` [1,D].
       proto: float32 [1, Hp, Wp, K] prototypes of that image.
       height, width: original image size in pixels.
       score_threshold: drop detections with score <= this (0 keeps every real row, like eval.py).
@@ -116,7 +117,9 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
 
     Returns:
       dict ``boxes`` int32 [n,4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n] 0-based foreground class,
-      ``scores`` float32 [n], ``masks`` uint8 [n, height, width] 0/1; n <= D, sorted by descending score.
+      ``scores`` float32 [n] (box scores), ``masks`` uint8 [n, height, width] 0/1 and, when ``detections`` has
+      them (YOLACT++), ``mask_scores`` float32 [n] (the mask AP's scores); n <= D, sorted by descending (box)
+      score.
 
     Raises:
       ValueError: a batch larger than one.
@@ -129,18 +132,22 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
     if max_detections is not None:
         keep = keep[:max_detections]
     if len(keep) == 0:
-        return {"boxes": np.zeros([0, 4], np.int32), "classes": np.zeros([0], np.int32),
-                "scores": np.zeros([0], np.float32), "masks": np.zeros([0, int(height), int(width)], np.uint8)}
+        empty = {"boxes": np.zeros([0, 4], np.int32), "classes": np.zeros([0], np.int32),
+                 "scores": np.zeros([0], np.float32), "masks": np.zeros([0, int(height), int(width)], np.uint8)}
+        return {**empty, "mask_scores": empty["scores"]} if "mask_scores" in detections else empty
     boxes = tf.gather(detections["boxes"][:, :n], keep, axis=1)
     coefs = tf.gather(detections["coefs"][:, :n], keep, axis=1)
     binary = _binary_masks_fn(bool(crop_to_box))(tf.convert_to_tensor(proto, tf.float32), coefs, boxes,
                                                  tf.constant(int(height)), tf.constant(int(width)))
-    return {
+    out = {
         "boxes": boxes_to_pixels(boxes[0], height, width).numpy(),
         "classes": detections["classes"][0, :n].numpy()[keep],
         "scores": scores[keep],
         "masks": binary.numpy()[0].view(np.uint8),  # bool → 0/1 bytes without a copy
     }
+    if "mask_scores" in detections:
+        out["mask_scores"] = detections["mask_scores"][0, :n].numpy()[keep]
+    return out
 
 
 _FNS = {}

@@ -22,6 +22,7 @@ from yolact.ops import preprocess
 from yolact.ops import label_map as label_map_lib
 from yolact.ops.image_io import decode_image_rgb
 from yolact import detection, masks
+from yolact.maskiou import rescore_detections
 from yolact.model import build_model, checkpoint_variables
 
 
@@ -222,7 +223,7 @@ class Predictor:
         out = self.run_network(images)
         out["proto"].numpy()
         t1 = time.perf_counter()
-        dets = self.detect(out)
+        dets = rescore_detections(self.detect(out), out["proto"], self.model.maskiou_net, self.cfg.detection)
         dets["num_detections"].numpy()
         t2 = time.perf_counter()
         result = masks.postprocess(dets, out["proto"], height, width, score_threshold=score_threshold,
