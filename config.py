@@ -161,6 +161,8 @@ class LossConfig:
       loss_weight_maskiou: ``maskiou_alpha``, weight of the mask-IoU loss ``I`` (25 for YOLACT++).
       discard_mask_area: the ``I`` loss skips positives whose GT mask, binarised at prototype size, has at most
         this many pixels (25 = 5*5 for YOLACT++; <= 0 keeps all). The mask loss ``M`` still uses them.
+    The original's ``maskious_to_train`` (a further random cap on the ``I`` samples) is -1 (off) in every original
+    config and is not implemented.
     """
 
     loss_weight_cls: float = 1.0

@@ -88,6 +88,15 @@ def test_dcn_block_placement_matches_original():
     assert [ib for ib, blk in zip(r101._index, r101.blocks) if blk.use_dcn] == expected
 
 
+def test_dcn_on_a_non_resnet_backbone_is_an_error():
+    from yolact.backbones import build_backbone
+
+    lite = get_config("yolact_efficientnet_lite0")
+    lite = dataclasses.replace(lite, model=dataclasses.replace(lite.model, dcn_layers=(0, 4, 6, 3)))
+    with pytest.raises(ValueError, match="ResNet backbones only"):
+        build_backbone(lite)
+
+
 def test_anchors_equal_fixture_priors(plus_outputs):
     anchors = make_anchors(CFG)
     assert anchors.shape == (57744, 4) and anchors.dtype == np.float32
