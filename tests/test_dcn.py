@@ -176,8 +176,10 @@ def _sample_stats(offset, h, w, stride):
     return int((~inside).sum()), int((inside & ~full).sum()), int(full.sum()), kink
 
 
-@pytest.mark.parametrize("dg,stride", [(1, 1), (2, 2)], ids=["g1-s1", "g2-s2"])
-def test_gradients_match_central_differences(dg, stride):
+@pytest.mark.parametrize(
+    "dg,stride,jit", [(1, 1, False), (2, 2, False), (2, 2, True)], ids=["g1-s1", "g2-s2", "g2-s2-xla"]
+)
+def test_gradients_match_central_differences(dg, stride, jit):
     """float64: tape gradients w.r.t. input, conv_offset_mask kernel/bias, kernel and bias vs central differences."""
     rng = np.random.default_rng(11 + dg)
     c, f, h, w = 4, 3, 6, 7
@@ -189,7 +191,7 @@ def test_gradients_match_central_differences(dg, stride):
     assert outside > 5 and partial > 5 and inside > 5, (outside, partial, inside)  # straddles the border
     assert kink > 1e-4, kink  # no position within eps of a bilinear kink: central differences are valid
 
-    loss = tf.function(lambda: tf.reduce_sum(layer(x) * probe))
+    loss = tf.function(lambda: tf.reduce_sum(layer(x) * probe), jit_compile=jit)
     variables = [x, layer.conv_offset_mask.kernel, layer.conv_offset_mask.bias, layer.kernel, layer.bias]
     with tf.GradientTape() as tape:
         value = loss()
@@ -232,6 +234,26 @@ def test_offset_gradient_is_zero_outside_and_flows_inside():
     assert np.all(g[0] == 0.0) and np.all(g[1] != 0.0)
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_huge_and_non_finite_offsets_sample_zero(unit, jit):
+    """Positions that are huge, inf or NaN fail -1 < h < H like in the original kernel: they contribute 0 (no
+    out-of-range gather index), i.e. the same output as masking those samples out."""
+    off = unit["dcnunit_offset"].copy()
+    msk = unit["dcnunit_mask"].copy()
+    bad = [(0, 0, 0), (2, 3, 4), (4, 5, 10), (6, 8, 17)]
+    for (y, x, ch), value in zip(bad, (np.nan, np.inf, -3e9, 1e30)):
+        off[0, y, x, ch] = value
+        msk[0, y, x, ch // 2] = 0.0
+    args = (_hwio(unit["dcnunit_weight"]), unit["dcnunit_bias"])
+    fn = tf.function(lambda o, m: deformable_conv2d(unit["dcnunit_input"], o, m, *args, strides=2, padding=1),
+                     jit_compile=jit)
+    masked = off.copy()
+    masked[~np.isfinite(masked) | (np.abs(masked) > 1e6)] = 0.0
+    y = fn(off, unit["dcnunit_mask"]).numpy()
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, fn(masked, msk).numpy(), rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------------- torch autograd (marker: torch)
 
 
@@ -268,22 +290,23 @@ def test_matches_torch_autograd_of_reference_forward(cfg):
     tv = [tf.Variable(_nhwc(arrays[k]) if k in ("x", "off", "mask") else arrays[k]) for k in
           ("x", "off", "mask", "weight", "bias")]
 
-    @tf.function(jit_compile=True)
     def fwd():
         return deformable_conv2d(tv[0], tv[1], tv[2], tf.transpose(tv[3], (2, 3, 1, 0)), tv[4], strides=s, padding=p,
                                  dilation_rate=d, deformable_groups=g)
 
-    with tf.GradientTape() as tape:
-        y = fwd()
-        loss = tf.reduce_sum(y * _nhwc(probe))
-    grads = tape.gradient(loss, tv)
-    np.testing.assert_allclose(_nchw(y.numpy()), y_t.detach().numpy(), rtol=0, atol=1e-5)
-    for name, grad in zip(("x", "off", "mask", "weight", "bias"), grads):
-        ref = tt[name].grad.numpy()
-        got = tf.convert_to_tensor(grad).numpy()
-        got = _nchw(got) if name in ("x", "off", "mask") else got
-        assert np.abs(ref).max() > 1e-2, name
-        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()), err_msg=name)
+    for jit in (False, True):  # both gather layouts (graph: four corner gathers, XLA: one quad gather)
+        with tf.GradientTape() as tape:
+            y = tf.function(fwd, jit_compile=jit)()
+            loss = tf.reduce_sum(y * _nhwc(probe))
+        grads = tape.gradient(loss, tv)
+        np.testing.assert_allclose(_nchw(y.numpy()), y_t.detach().numpy(), rtol=0, atol=1e-5)
+        for name, grad in zip(("x", "off", "mask", "weight", "bias"), grads):
+            ref = tt[name].grad.numpy()
+            got = tf.convert_to_tensor(grad).numpy()
+            got = _nchw(got) if name in ("x", "off", "mask") else got
+            assert np.abs(ref).max() > 1e-2, name
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()),
+                                       err_msg=f"{name} jit={jit}")
 
 
 # ------------------------------------------------------------------- precision, serialisation, distribution
@@ -301,7 +324,7 @@ def test_mixed_precision_close_to_float32(unit, policy):
     y = tf.cast(y, tf.float32).numpy()
     assert np.all(np.isfinite(y))
     err = np.abs(y - y32).max()
-    tol = 0.1 if policy == "mixed_bfloat16" else 0.01
+    tol = 0.04 if policy == "mixed_bfloat16" else 0.01  # measured: 1.3% and 0.27% of max|y|
     assert err <= tol * np.abs(y32).max(), (err, np.abs(y32).max())
     assert np.corrcoef(y.ravel(), y32.ravel())[0, 1] > (0.999 if policy == "mixed_bfloat16" else 0.9999)
 
@@ -326,6 +349,10 @@ def test_saved_model_round_trip(unit, tmp_path):
     np.testing.assert_array_equal(loaded.serve(x).numpy(), expected)
     out = loaded.signatures["serving_default"](t=x)
     np.testing.assert_array_equal(next(iter(out.values())).numpy(), expected)
+    # the keras.Model itself (Keras 3 supplies the default serving signature)
+    tf.saved_model.save(model, str(tmp_path / "sm_model"))
+    direct = tf.saved_model.load(str(tmp_path / "sm_model")).signatures["serving_default"]
+    np.testing.assert_array_equal(next(iter(direct(x).values())).numpy(), expected)
 
 
 def test_keras_config_and_file_round_trip(unit, tmp_path):
