@@ -342,6 +342,25 @@ def test_imagenet_backbone_leaves_dcn_offsets_and_bias_at_zero(plus_state_dict):
     assert not np.any(dcn.conv_offset_mask.bias.numpy())
 
 
+def test_plus_weights_file_and_checkpoint_keys_round_trip(tmp_path):
+    """.weights.h5 round trip of a YOLACT++ model (DCN offsets/bias, mask-IoU net) and unique checkpoint keys."""
+    from yolact.model import checkpoint_variables
+
+    cfg = get_config("yolact_plus_resnet50", img_size=256)
+    a = build_model(cfg, freeze_bn=True)
+    rng = np.random.default_rng(0)
+    for v in a.weights:
+        v.assign(rng.normal(size=v.shape).astype(v.dtype))
+    a.save_weights(str(tmp_path / "plus.weights.h5"))
+    b = build_model(cfg, freeze_bn=True, weights=tmp_path / "plus.weights.h5")
+    assert len(a.weights) == len(b.weights)
+    for va, vb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy())
+    keys = checkpoint_variables(b)
+    assert len(keys) == len(b.variables)
+    assert sum(".conv_offset_mask." in k for k in keys) == 26 and sum("maskiou_net" in k for k in keys) == 12
+
+
 # ------------------------------------------------------------------------------------------------ training
 
 

@@ -92,7 +92,8 @@ class Yolact(keras.Model):
         self.maskiou_net = None
         if m.use_maskiou:
             self.maskiou_net = FastMaskIoUNet(m.num_classes, m.maskiou_channels, name="maskiou_net")
-            self.maskiou_net.build((None, m.proto_output_size, m.proto_output_size, 1))
+            with keras.name_scope(self.name, caller=self):  # variable paths under the model, as the called layers
+                self.maskiou_net.build((None, m.proto_output_size, m.proto_output_size, 1))
         if freeze_bn is None:
             freeze_bn = m.freeze_bn if isinstance(m.freeze_bn, bool) else False
         self.set_bn_frozen(bool(freeze_bn))
