@@ -14,15 +14,24 @@ seed README parameter       field                                  original (dat
 ``PROTO_OUTPUT_SIZE``       ``model.proto_output_size`` (derived)  138 at 550
 ``FPN_CHANNELS``            ``model.fpn_channels``                 ``fpn.num_features``
 ``NUM_MASK``                ``model.num_mask``                     ``mask_dim`` (k = 32)
+(YOLACT++)                  ``model.dcn_layers``                   ``backbone.args[1]`` (dcn_layers)
+(YOLACT++)                  ``model.dcn_interval``                 ``backbone.args[2]`` (dcn_interval)
+(YOLACT++)                  ``model.use_maskiou``                  ``use_maskiou``
+(YOLACT++)                  ``model.maskiou_channels``             ``maskiou_net`` (3x3 stride-2 convs)
+(YOLACT++)                  ``anchors.scale_factors``              ``pred_scales[l] = [s_l * f for f]``
 ``LOSS_WEIGHT_CLS``         ``loss.loss_weight_cls``               ``conf_alpha``
 ``LOSS_WEIGHT_BOX``         ``loss.loss_weight_box``               ``bbox_alpha``
 ``LOSS_WEIGHT_MASK``        ``loss.loss_weight_mask``              ``mask_alpha``
 ``LOSS_WEIGHT_SEG``         ``loss.loss_weight_seg``               ``semantic_segmentation_alpha``
+(YOLACT++)                  ``loss.loss_weight_maskiou``           ``maskiou_alpha``
+(YOLACT++)                  ``loss.discard_mask_area``             ``discard_mask_area``
 ``NEG_POS_RATIO``           ``loss.neg_pos_ratio``                 ``ohem_negpos_ratio``
 ``CONF_THRESHOLD``          ``detection.conf_threshold``           ``nms_conf_thresh``
 ``TOP_K``                   ``detection.top_k``                    ``nms_top_k``
 ``NMS_THRESHOLD``           ``detection.nms_threshold``            ``nms_thresh``
 ``MAX_NUM_DETECTION``       ``detection.max_num_detection``        ``max_num_detections``
+(YOLACT++)                  ``detection.rescore_mask``             ``rescore_mask``
+(YOLACT++)                  ``detection.rescore_bbox``             ``rescore_bbox``
 ==========================  =====================================  ==========================
 
 Usage::
@@ -67,6 +76,15 @@ class ModelConfig:
       freeze_bn: 'auto' freezes BatchNorm when the per-replica batch is below 6 (original train.py);
         True / False force it.
       mean_rgb, std_rgb: input normalisation ``(x - mean) / std`` on RGB pixels in [0, 255].
+      dcn_layers: ResNet only (YOLACT++): per stage (C2..C5), how many of the LAST blocks may use a modulated
+        deformable conv (DCNv2, yolact/dcn.py) as their 3x3 ``conv2``; block 0 of a stage uses one iff
+        ``dcn_layers[i] >= blocks``, block b > 0 iff ``b + dcn_layers[i] >= blocks`` and ``b % dcn_interval == 0``
+        (original: backbone.py ResNetBackbone._make_layer). (0, 0, 0, 0) = plain ResNet.
+      dcn_interval: see ``dcn_layers`` (3 for yolact_plus_base: blocks 0, 3, 6, ... of C3..C5).
+      use_maskiou: YOLACT++'s FastMaskIoUNet (yolact/maskiou.py): trained by the loss ``I``, used to re-score the
+        masks at inference (``detection.rescore_*``).
+      maskiou_channels: output channels of the mask-IoU net's 3x3 stride-2 unpadded convs (each + ReLU); a 1x1
+        conv to ``num_classes - 1`` + ReLU and a global max-pool follow (original ``maskiou_net`` config).
     """
 
     backbone: str = "resnet101"
@@ -77,6 +95,10 @@ class ModelConfig:
     freeze_bn: object = "auto"
     mean_rgb: Tuple[float, float, float] = RESNET_MEAN_RGB
     std_rgb: Tuple[float, float, float] = RESNET_STD_RGB
+    dcn_layers: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    dcn_interval: int = 1
+    use_maskiou: bool = False
+    maskiou_channels: Tuple[int, ...] = ()
 
     @property
     def proto_output_size(self) -> int:
@@ -89,19 +111,23 @@ class AnchorConfig:
     """Anchor (prior) settings; original: yolact.py PredictionModule.make_priors.
 
     Attributes:
-      pred_scales: anchor scale in pixels for P3..P7 (``use_pixel_scales`` True), divided by ``img_size``.
+      pred_scales: base anchor scale in pixels for P3..P7 (``use_pixel_scales`` True), divided by ``img_size``.
       aspect_ratios: ratios per location, in the original's loop order (1, 1/2, 2).
       use_square_anchors: the original's backward-compatibility flag: every anchor becomes a square of side
-        ``scale * sqrt(ar)`` (True for yolact_base/resnet50/im400/im700, False for pascal).
+        ``scale * sqrt(ar)`` (True for yolact_base/resnet50/im400/im700, False for pascal and YOLACT++).
+      scale_factors: the scales of one level are ``pred_scales[l] * f`` for f in this tuple (the original's
+        per-level scale list; YOLACT++: ``2 ** (j / 3.0)``, j = 0, 1, 2, i.e. [[24, 30.24, 38.10], [48, ...], ...]).
+        Anchors of a location are ordered scale-major, then aspect ratio (original make_priors loop order).
     """
 
     pred_scales: Tuple[int, ...] = (24, 48, 96, 192, 384)
     aspect_ratios: Tuple[float, ...] = (1.0, 0.5, 2.0)
     use_square_anchors: bool = True
+    scale_factors: Tuple[float, ...] = (1.0,)
 
     @property
     def num_anchors_per_location(self) -> int:
-        return len(self.aspect_ratios)
+        return len(self.aspect_ratios) * len(self.scale_factors)
 
 
 @dataclass(frozen=True)
@@ -133,7 +159,15 @@ class ParserConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss weights; original: layers/modules/multibox_loss.py."""
+    """Loss weights; original: layers/modules/multibox_loss.py.
+
+    YOLACT++ (used only with ``model.use_maskiou``):
+      loss_weight_maskiou: ``maskiou_alpha``, weight of the mask-IoU loss ``I`` (25 for YOLACT++).
+      discard_mask_area: the ``I`` loss skips positives whose GT mask, binarised at prototype size, has at most
+        this many pixels (25 = 5*5 for YOLACT++; <= 0 keeps all). The mask loss ``M`` still uses them.
+    The original's ``maskious_to_train`` (a further random cap on the ``I`` samples) is -1 (off) in every original
+    config and is not implemented.
+    """
 
     loss_weight_cls: float = 1.0
     loss_weight_box: float = 1.5
@@ -142,6 +176,8 @@ class LossConfig:
     neg_pos_ratio: int = 3
     masks_to_train: int = 100
     use_semantic_segmentation_loss: bool = True
+    loss_weight_maskiou: float = 1.0
+    discard_mask_area: float = -1.0
 
 
 @dataclass(frozen=True)
@@ -154,6 +190,10 @@ class DetectionConfig:
       nms_threshold: keep a box iff its max IoU with higher-scored boxes of its class is <= this.
       max_num_detection: detections kept over all classes.
       nms_type: 'fast' (default, per class), 'cross_class' (Fast NMS across classes), 'traditional' (tf.image).
+      rescore_mask: with ``model.use_maskiou``: a detection's mask score is ``box score * predicted mask IoU`` of
+        its class (used for the mask AP); the box score stays the class score (original postprocess).
+      rescore_bbox: with ``model.use_maskiou`` and ``rescore_mask``: the box score is re-scored as well (one score
+        for both). False in every original config.
     """
 
     conf_threshold: float = 0.05
@@ -161,6 +201,8 @@ class DetectionConfig:
     nms_threshold: float = 0.5
     max_num_detection: int = 100
     nms_type: str = "fast"
+    rescore_mask: bool = False
+    rescore_bbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,6 +351,23 @@ _PRESETS = {
         model=replace(_BASE.model, backbone="darknet53", mean_rgb=DARKNET_MEAN_RGB, std_rgb=DARKNET_STD_RGB),
     ),
 }
+
+# YOLACT++ (original data/config.py yolact_plus_base_config / yolact_plus_resnet50_config): yolact_base plus
+# ResNet with DCNv2 3x3 convs in C3..C5, 9 non-square anchors per location (3 scales x 3 ratios), FastMaskIoUNet.
+_PLUS = replace(
+    _BASE,
+    name="yolact_plus_base",
+    model=replace(_BASE.model, dcn_layers=(0, 4, 23, 3), dcn_interval=3, use_maskiou=True,
+                  maskiou_channels=(8, 16, 32, 64, 128)),
+    anchors=replace(_BASE.anchors, use_square_anchors=False, scale_factors=tuple(2 ** (j / 3.0) for j in range(3))),
+    loss=replace(_BASE.loss, loss_weight_maskiou=25.0, discard_mask_area=25.0),
+    detection=replace(_BASE.detection, rescore_mask=True, rescore_bbox=False),
+)
+_PRESETS["yolact_plus_base"] = _PLUS
+_PRESETS["yolact_plus_resnet50"] = replace(
+    _PLUS, name="yolact_plus_resnet50",
+    model=replace(_PLUS.model, backbone="resnet50", dcn_layers=(0, 4, 6, 3), dcn_interval=1),
+)
 
 
 def config_names() -> Tuple[str, ...]:

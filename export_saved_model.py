@@ -64,7 +64,7 @@ def build_serving_module(model, cfg, label_map, jit: bool = True):
 
     module = tf.Module()
     module.model = model
-    detector = DetectionGenerator(cfg, "fast", jit)
+    model.detection_generator = DetectionGenerator(cfg, "fast", jit)
     category_ids = tf.constant(label_map.index_to_id_array(), tf.int32)  # [C], index 0 (background) -> 0
 
     def run_images(images):
@@ -75,7 +75,8 @@ def build_serving_module(model, cfg, label_map, jit: bool = True):
             tf.debugging.assert_positive(shape[1] * shape[2], message="images must be at least 1x1 pixels"),
         ]):
             x = eval_preprocess(images, cfg)  # batched: tf.image.resize and the normalisation broadcast over B
-        dets = detector(model(x, training=False), output_size=(shape[1], shape[2]))
+        dets = model.detect(x, output_size=(shape[1], shape[2]))  # the model's detection stage (+ YOLACT++ rescoring)
+        dets.pop("proto")
         return to_output_convention(dets, category_ids)
 
     module.serve = tf.function(run_images,

@@ -75,3 +75,23 @@ def fixture_targets(fixture_inputs):
         per_image.append(build_targets(fixture_inputs[f"gt_boxes{i}"], np.where(crowd, 0, labels + 1), masks,
                                        crowd, anchors, cfg))
     return {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
+
+
+PLUS_FIXTURE = SHARED / "fixtures" / "reference_plus_r50"
+
+
+@pytest.fixture(scope="session")
+def plus_outputs():
+    """reference_plus_r50/outputs.npz (YOLACT++ R50 original run on image0 of reference_r50/inputs.npz)."""
+    return dict(np.load(_require(PLUS_FIXTURE / "outputs.npz")))
+
+
+@pytest.fixture(scope="session")
+def plus_state_dict():
+    """The YOLACT++ R50 fixture weights as its README builds them: reference_r50/weights.npz, replaced / completed
+    by reference_plus_r50/weights_delta.npz (405 original state_dict keys, float32 numpy)."""
+    from utils.convert_weights import load_state_dict_file
+
+    sd = load_state_dict_file(_require(FIXTURE / "weights.npz"))
+    sd.update(load_state_dict_file(_require(PLUS_FIXTURE / "weights_delta.npz")))
+    return sd

@@ -58,7 +58,8 @@ def detections_to_coco(image_id: int, result: Dict[str, np.ndarray]) -> List[Dic
       result: :meth:`yolact.predictor.Predictor.predict` output (:func:`yolact.detection.postprocess` with
         category ids): ``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``category_ids`` int [n] dataset ids (from
         :func:`yolact.detection.to_output_convention`, the one class → id conversion), ``scores`` float [n],
-        ``masks`` uint8 [n, H, W] 0/1.
+        ``masks`` uint8 [n, H, W] 0/1; YOLACT++ also
+        ``mask_scores`` float [n] (written as ``mask_score``, the score of the segm results, see :func:`split_results`).
 
     Returns:
       list of dicts with ``image_id``, ``category_id``, ``bbox``, ``segmentation``, ``score``.
@@ -77,15 +78,21 @@ def detections_to_coco(image_id: int, result: Dict[str, np.ndarray]) -> List[Dic
             "bbox": [round(float(v) * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)],
             "segmentation": rle,
             "score": float(result["scores"][i]),
+            **({"mask_score": float(result["mask_scores"][i])} if "mask_scores" in result else {}),
         })
     return out
 
 
 def split_results(results: Iterable[Dict]):
-    """(bbox entries without ``segmentation``, segm entries without ``bbox``), as the original's two files."""
+    """(bbox entries without ``segmentation``, segm entries without ``bbox``), as the original's two files.
+
+    YOLACT++ entries with a ``mask_score`` keep ``score`` (box score) in the bbox file and take ``mask_score`` as
+    the ``score`` of the segm file (original eval.py: bbox results use the box score, mask results the mask score).
+    """
     results = list(results)
-    bbox = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
-    segm = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
+    bbox = [{k: v for k, v in r.items() if k not in ("segmentation", "mask_score")} for r in results]
+    segm = [{**{k: v for k, v in r.items() if k not in ("bbox", "mask_score")},
+             "score": r.get("mask_score", r["score"])} for r in results if "segmentation" in r]
     return bbox, segm
 
 

@@ -28,6 +28,14 @@ float16 is cast to float32). Kinds (``convert_state_dict``):
 Layouts: conv OIHW -> HWIO, depthwise [C, 1, kh, kw] -> [kh, kw, C, 1], BatchNorm weight/bias/running_mean/
 running_var -> gamma/beta/moving_mean/moving_variance (``num_batches_tracked`` ignored). Backbone-only sources
 leave the other layers at their glorot_uniform / zero-bias initialisation (original ``Yolact.init_weights``).
+
+YOLACT++ (``yolact_plus_base_54_800000.pth`` -> ``-config yolact_plus_base``, ``yolact_plus_resnet50_54_800000.pth``
+-> ``-config yolact_plus_resnet50``, or ``.npz`` with the same keys): a DCN ``backbone.layers.{i}.{b}.conv2`` has
+``weight`` (OIHW -> the layer's HWIO ``kernel``), ``bias`` and ``conv_offset_mask.weight`` / ``.bias`` (OIHW ->
+HWIO, 27 output channels: 18 interleaved (dy, dx) offsets then 9 mask logits, kept in that order); the mask-IoU
+net's convs are ``maskiou_net.maskiou_net.{0,2,4,6,8,10}.weight/bias``. An ImageNet ResNet has only ``conv2.weight``
+for a DCN block: it becomes the deformable kernel, and the DCN's bias and offset/mask conv keep their zero
+initialisation (the original's ``init_backbone`` loads with ``strict=False``).
 """
 
 from __future__ import annotations
@@ -165,13 +173,25 @@ def to_yolact_keys(state_dict, kind, num_downsample=2):
 
 def _keras_targets(model):
     """{original key: (keras variable, layout)} for every weight of the (built) model."""
+    return _keras_targets_and_init_only(model)[0]
+
+
+def _keras_targets_and_init_only(model):
+    """(:func:`_keras_targets`, set of the DCN keys an ImageNet backbone does not have: ``bias`` and
+    ``conv_offset_mask.*`` of every deformable conv)."""
     import keras
 
-    targets = {}
+    from yolact.dcn import DeformableConv2D
+
+    targets, init_only = {}, set()
     for prefix, layer in model.torch_weight_map():
         if not layer.built:
             raise WeightConversionError(f"layer {layer.name} is not built: call the model on an input first")
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, DeformableConv2D):
+            dcn_targets = layer.torch_weight_targets(prefix)
+            targets.update(dcn_targets)
+            init_only.update(k for k in dcn_targets if k != f"{prefix}.weight")
+        elif isinstance(layer, keras.layers.BatchNormalization):
             for param, var in zip(_BN_PARAMS, (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)):
                 targets[f"{prefix}.{param}"] = (var, "vector")
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -184,7 +204,7 @@ def _keras_targets(model):
                 targets[f"{prefix}.bias"] = (layer.bias, "vector")
         else:
             raise WeightConversionError(f"no conversion rule for layer {layer.name} ({type(layer).__name__})")
-    return targets
+    return targets, init_only
 
 
 def _to_keras_layout(array, layout):
@@ -218,7 +238,9 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
     renamed = to_yolact_keys(state_dict, kind)
     renamed = collections.OrderedDict((k, v) for k, v in renamed.items() if not k.endswith(".num_batches_tracked"))
     backbone_only = backbone_only or kind != "yolact"
-    targets = _keras_targets(model)
+    targets, init_only = _keras_targets_and_init_only(model)
+    if kind != "yolact":  # ImageNet backbones: DCN offsets/masks/bias stay at their zero initialisation
+        targets = {k: v for k, v in targets.items() if k not in init_only}
     ignored = []
     if backbone_only:
         targets = {k: v for k, v in targets.items() if k.startswith("backbone.")}

@@ -280,7 +280,8 @@ def to_output_convention(detections: Dict[str, tf.Tensor], category_ids=None) ->
     Returns:
       dict ``detection_boxes`` float32 [B,D,4] normalised ``[ymin, xmin, ymax, xmax]`` ordered and clipped to
       [0, 1]; ``detection_scores`` float32 [B,D]; ``detection_classes`` int32 [B,D] dataset category ids (0 on
-      padding rows); ``num_detections`` int32 [B] and ``detection_masks`` when the input has them.
+      padding rows); ``num_detections`` int32 [B], ``detection_masks`` and (YOLACT++, from ``mask_scores``)
+      ``detection_mask_scores`` float32 [B,D] when the input has them.
     """
     boxes = tf.convert_to_tensor(detections["boxes"], tf.float32)
     if "num_detections" in detections:
@@ -294,6 +295,8 @@ def to_output_convention(detections: Dict[str, tf.Tensor], category_ids=None) ->
     if category_ids is not None:
         ids = tf.convert_to_tensor(category_ids, tf.int32)
         out["detection_classes"] = tf.where(valid, tf.gather(ids, tf.cast(detections["classes"], tf.int32) + 1), 0)
+    if "mask_scores" in detections:  # YOLACT++: box score x predicted mask IoU (yolact/maskiou.py rescore)
+        out["detection_mask_scores"] = tf.where(valid, tf.convert_to_tensor(detections["mask_scores"], tf.float32), 0.0)
     if "num_detections" in detections:
         out["num_detections"] = detections["num_detections"]
     if "masks" in detections:
@@ -312,7 +315,7 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
 
     Args:
       detections: :func:`detect` output for a batch of one (``boxes`` [1,D,4], ``classes``, ``scores``, ``coefs``,
-        ``num_detections``).
+        ``num_detections``; YOLACT++ also ``mask_scores``, passed through as ``mask_scores`` float32 [n]).
       proto: float32 [1, Hp, Wp, K] prototypes of that image.
       height, width: original image size in pixels.
       score_threshold: drop detections with score <= this (0 keeps every real row, like eval.py).
@@ -347,6 +350,8 @@ def postprocess(detections: Dict[str, tf.Tensor], proto: tf.Tensor, height: int,
         binary = np.zeros([0, int(height), int(width)], np.uint8)
     out = {"boxes": pixels.numpy(), "classes": sel["classes"][0].numpy().astype(np.int32),
            "scores": scores[keep].astype(np.float32), "masks": binary}
+    if "mask_scores" in detections:  # YOLACT++ re-scoring (yolact/maskiou.py): the mask AP's scores
+        out["mask_scores"] = detections["mask_scores"][0, :n].numpy()[keep].astype(np.float32)
     if category_ids is not None:
         out["category_ids"] = conv["detection_classes"][0].numpy()
     return out

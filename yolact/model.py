@@ -9,6 +9,7 @@ original: yolact.py Yolact (forward, freeze_bn). Usage::
     out = model(images, training=False)                   # dict loc, conf, mask, proto, segm (float32)
     model.anchors                                         # float32 [N, 4] relative cx, cy, w, h
     dets = model.detect(images, output_size=(h, w))       # decode + NMS + masks (model.detection_generator)
+    model.maskiou_net                                     # YOLACT++ FastMaskIoUNet (None without use_maskiou)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from yolact.backbones import build_backbone
 from yolact.backbones.layers import set_bn_frozen
 from yolact.fpn import FPN
 from yolact.head import PredictionHead, semantic_seg_conv
+from yolact.maskiou import FastMaskIoUNet, rescore_detections
 from yolact.protonet import ProtoNet
 
 FEATURE_KEYS = ("C3", "C4", "C5", "P3", "P4", "P5", "P6", "P7")
@@ -67,6 +69,10 @@ class Yolact(keras.Model):
         ``segm`` [B, H3, W3, C - 1] semantic logits; with ``return_features`` also ``C3``..``C5``, ``P3``..``P7``.
       Row n of loc/conf/mask belongs to ``model.anchors[n]``.
 
+    ``model.maskiou_net``: with ``cfg.model.use_maskiou`` (YOLACT++) a built :class:`yolact.maskiou.FastMaskIoUNet`
+    (input [n, Hp, Wp, 1]); not run by ``call`` (as in the original): the loss (``I``) and the re-scoring of the
+    detections (:func:`yolact.maskiou.predict_mask_iou`) call it. None otherwise.
+
     Raises (at call):
       ValueError: the input side differs from ``cfg.model.img_size``, or the FPN level sides differ from
         ``cfg.feature_map_sizes()`` (then the anchors would not line up with the predictions).
@@ -85,6 +91,11 @@ class Yolact(keras.Model):
         )
         self.semantic_seg_conv = semantic_seg_conv(m.num_classes)
         self._anchors_np = make_anchors(cfg)
+        self.maskiou_net = None
+        if m.use_maskiou:
+            self.maskiou_net = FastMaskIoUNet(m.num_classes, m.maskiou_channels, name="maskiou_net")
+            with keras.name_scope(self.name, caller=self):  # variable paths under the model, as the called layers
+                self.maskiou_net.build((None, m.proto_output_size, m.proto_output_size, 1))
         if freeze_bn is None:
             freeze_bn = m.freeze_bn if isinstance(m.freeze_bn, bool) else False
         self.set_bn_frozen(bool(freeze_bn))
@@ -113,10 +124,12 @@ class Yolact(keras.Model):
 
         Returns:
           the generator's dict (``boxes``, ``classes``, ``scores``, ``coefs``, ``num_detections``, ``masks``) plus
-          ``proto`` [B, Hp, Wp, K].
+          ``proto`` [B, Hp, Wp, K]; YOLACT++ also ``mask_scores`` / ``mask_iou`` [B, D] (``scores`` stay box scores).
         """
         out = self(images, training=False)
         dets = self.detection_generator(out, output_size=output_size, crop_to_box=crop_to_box)
+        # YOLACT++: box score and box score x predicted mask IoU (no-op without a mask-IoU net)
+        dets = rescore_detections(dets, out["proto"], self.maskiou_net, self.cfg.detection)
         return {**dets, "proto": out["proto"]}
 
     @property
@@ -176,6 +189,7 @@ class Yolact(keras.Model):
             + self.proto_net.torch_weight_map("proto_net.")
             + self.head.torch_weight_map("prediction_layers.0.")
             + [("semantic_seg_conv", self.semantic_seg_conv)]
+            + ([] if self.maskiou_net is None else self.maskiou_net.torch_weight_map("maskiou_net."))
         )
 
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from yolact.detection import DetectionGenerator
 from yolact.ops import preprocess
 from yolact.ops.image_io import ImageError
+from yolact.maskiou import rescore_detections
 
 
 INFERENCE_KEYS = ("loc", "conf", "mask", "proto")
@@ -149,7 +150,7 @@ class Predictor:
         out = self.run_network(images)
         out["proto"].numpy()
         t1 = time.perf_counter()
-        dets = self.detect(out)
+        dets = rescore_detections(self.detect(out), out["proto"], self.model.maskiou_net, self.cfg.detection)
         dets["num_detections"].numpy()
         t2 = time.perf_counter()
         result = self.detector.postprocess(dets, out["proto"], height, width, score_threshold=score_threshold,

@@ -15,12 +15,14 @@ def build_backbone(cfg):
     """The backbone named by ``cfg.model.backbone`` ('resnet50', 'resnet101', 'efficientnet_lite0', 'darknet53').
 
     Raises:
-      ValueError: unknown backbone name.
+      ValueError: unknown backbone name, or ``cfg.model.dcn_layers`` with a non-ResNet backbone.
     """
     name = cfg.model.backbone
     if name in RESNET_BLOCKS:
-        return ResNetBackbone(RESNET_BLOCKS[name], name="backbone")
+        return ResNetBackbone(RESNET_BLOCKS[name], cfg.model.dcn_layers, cfg.model.dcn_interval, name="backbone")
     if name == "efficientnet_lite0":
+        if any(cfg.model.dcn_layers):
+            raise ValueError("model.dcn_layers (deformable convs) exist for the ResNet backbones only")
         return EfficientNetLiteBackbone(name="backbone")
     if name in DARKNET_BLOCKS:
         return DarkNetBackbone(DARKNET_BLOCKS[name], name="backbone")
