@@ -39,7 +39,7 @@ def records(coco_mini, tmp_path_factory):
 
 
 def _opts(records, weights, **kw):
-    from train import TrainOptions
+    from yolact.training import TrainOptions
 
     base = dict(name="mini", tfrecord_dir=str(records), weights=str(weights), config="yolact_efficientnet_lite0",
                 img_size=128, batch_size=2, train_iter=3, print_interval=100, save_interval=100, seed=7,
@@ -48,10 +48,46 @@ def _opts(records, weights, **kw):
     return TrainOptions(**base)
 
 
-def _run(opts, **kw):
-    from train import Trainer
+class NanLossTask:
+    """Test fault injection: a YolactTask whose total loss is NaN at the global steps ``NAN_STEPS``."""
 
-    t = Trainer(opts, log=lambda *a: None, **kw)
+    @staticmethod
+    def make(nan_steps):
+        from yolact.training.task import YolactTask
+
+        class _Task(YolactTask):
+            def compute_loss(self, outputs, targets, seed, step):
+                losses = super().compute_loss(outputs, targets, seed, step)
+                hit = tf.reduce_any(tf.equal(step, tf.constant(sorted(nan_steps) or [-1], tf.int64)))
+                losses["total"] = losses["total"] * tf.where(hit, float("nan"), 1.0)
+                return losses
+
+        return _Task
+
+
+def stop_after(n):
+    """A Keras callback that stops training after ``n`` steps of the run (as a SIGTERM would)."""
+    import keras
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if step + 1 >= n:
+                self.model.stop_training = True
+
+    return StopAfter()
+
+
+def _trainer(opts, nan_steps=(), stop_at_step=None):
+    from data.parser import TrainRecords
+    from yolact.training import Trainer
+
+    return Trainer(opts, TrainRecords(os.path.join(opts.tfrecord_dir, opts.name)), log=lambda *a: None,
+                   task_cls=NanLossTask.make(nan_steps) if nan_steps else None,
+                   callbacks=[stop_after(stop_at_step)] if stop_at_step else ())
+
+
+def _run(opts, **kw):
+    t = _trainer(opts, **kw)
     summary = t.run()
     return t, summary
 
@@ -121,11 +157,9 @@ def test_nonfinite_loss_is_skipped_and_counted(records, tmp_path):
 def test_clip_grad_norm_bounds_the_first_update(records, tmp_path):
     """First step with -clip_grad_norm c: w1 = w0 - lr0 * (g_c + wd * w0) with ||g_c|| = c (the real
     gradient's norm is larger), so ||w1 - w0 + lr0 * wd * w0|| over all trainable variables equals lr0 * c."""
-    from train import Trainer
-
     clip = 1.0  # below the real gradient's norm (8.3 here), far above float32 rounding of the update (~4e-6)
-    t0 = Trainer(_opts(records, tmp_path / "init", train_iter=1, clip_grad_norm=clip), log=lambda *a: None)
-    t0._setup()
+    t0 = _trainer(_opts(records, tmp_path / "init", train_iter=1, clip_grad_norm=clip))
+    t0.setup()
     w0 = [v.numpy() for v in t0.model.trainable_variables]
     t1, s1 = _run(_opts(records, tmp_path / "clip", train_iter=1, clip_grad_norm=clip))
     lr0, wd = s1["history"][0]["lr"], t1.inner_opt.l2_decay
@@ -135,17 +169,17 @@ def test_clip_grad_norm_bounds_the_first_update(records, tmp_path):
 
 
 def test_clip_grad_norm_refuses_float16_loss_scaling(records, tmp_path):
-    from train import Trainer, TrainError
+    from yolact.training import OptionError
 
-    with pytest.raises(TrainError, match="does not combine with -mixed_precision float16"):
-        Trainer(_opts(records, tmp_path, clip_grad_norm=5.0, mixed_precision="float16"), log=lambda *a: None)._setup()
+    with pytest.raises(OptionError, match="does not combine with -mixed_precision float16"):
+        _trainer(_opts(records, tmp_path, clip_grad_norm=5.0, mixed_precision="float16"))
 
 
 @pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted_run(records, tmp_path):
     full, s_full = _run(_opts(records, tmp_path / "full", train_iter=4))
     _, s_int = _run(_opts(records, tmp_path / "cut", train_iter=4), stop_at_step=2)
-    assert s_int["step"] == 2 and s_int["interrupted"] and s_int["final_weights"] is None
+    assert s_int["step"] == 2 and s_int["interrupted"] == "stopped" and s_int["final_weights"] is None
     resumed, s_res = _run(_opts(records, tmp_path / "cut", train_iter=4, resume=True))
     assert s_res["step"] == 4 and [h["step"] for h in s_res["history"]] == [2, 3]
     # same losses at steps 2, 3 as the uninterrupted run (same data, lr and momentum)
@@ -184,20 +218,20 @@ def test_cli_trains_then_corrupt_checkpoint_gives_one_line_error(records, tmp_pa
     for f in (weights / "mini").glob("ckpt-2.data-*"):
         f.write_bytes(b"garbage" * 100)
     r = _cli(common + ["-train_iter", "3", "-resume"])
-    assert r.returncode == 1
+    assert r.returncode == 2
     err = [line for line in r.stderr.splitlines() if line.startswith("train.py: error:")]
     assert len(err) == 1 and "cannot resume" in err[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     # missing dataset: clear error too
     r = _cli(["-name", "nope", "-tfrecord_dir", str(records), "-weights", str(weights)])
-    assert r.returncode == 1 and "no training records" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no training records" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_resume_with_another_config_gives_clear_error(records, tmp_path):
-    from train import TrainError
+    from yolact.training import OptionError
 
     _run(_opts(records, tmp_path / "w", train_iter=1))
-    with pytest.raises(TrainError, match="cannot resume"):
+    with pytest.raises(OptionError, match="-config yolact_resnet50 contradicts"):
         _run(_opts(records, tmp_path / "w", train_iter=2, resume=True, config="yolact_resnet50"))
 
 
