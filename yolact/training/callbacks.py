@@ -32,11 +32,12 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_train_batch_end(self, step, logs=None):
         t = self.trainer
+        skipped, data_errors = int(logs["skipped"]), int(logs["data_errors"])  # CallbackList makes numbers floats
         if logs["finite"]:
             for short, key in LOSS_NAMES.items():
                 self.window[short].append(logs[key])
         else:
-            t.log(f"step {step}: non-finite loss ({logs['total']}), update skipped ({logs['skipped']} so far)")
+            t.log(f"step {step}: non-finite loss ({logs['total']}), update skipped ({skipped} so far)")
         if step != t.start_step:  # the first step includes tracing
             self.times.append(logs["seconds"])
         if step % self.interval and step + 1 != t.max_iter:
@@ -45,7 +46,7 @@ class ProgressLogger(keras.callbacks.Callback):
         sec = float(np.mean(self.times)) if self.times else None
         speed = f"{t.cfg.train.batch_size / sec:.2f}" if sec else "-"
         eta = str(datetime.timedelta(seconds=int((t.max_iter - step) * sec))) if sec else "?"
-        errors = f" | data errors: {logs['data_errors']}" if logs["data_errors"] else ""
+        errors = f" | data errors: {data_errors}" if data_errors else ""
         t.log(f"[{step:7d}] B: {avg['B']:.3f} | C: {avg['C']:.3f} | M: {avg['M']:.3f} | S: {avg['S']:.3f} | "
               f"T: {avg['T']:.3f} || lr: {logs['lr']:.6g} | {speed} img/s | ETA: {eta}{errors}")
         if t.writer is None:
@@ -54,8 +55,8 @@ class ProgressLogger(keras.callbacks.Callback):
             for short, key in LOSS_NAMES.items():
                 tf.summary.scalar(f"loss/{key if short != 'T' else 'total'}", avg[short], step=step)
             tf.summary.scalar("lr", logs["lr"], step=step)
-            tf.summary.scalar("skipped_steps", logs["skipped"], step=step)
-            tf.summary.scalar("data_errors", logs["data_errors"], step=step)
+            tf.summary.scalar("skipped_steps", skipped, step=step)
+            tf.summary.scalar("data_errors", data_errors, step=step)
             if sec:
                 tf.summary.scalar("images_per_second", t.cfg.train.batch_size / sec, step=step)
 
