@@ -39,7 +39,8 @@ def _define_flags():
                     "-resume (then it must agree).")
     f.DEFINE_integer("img_size", None, "Input size (anchor scales follow); with -resume it must agree with "
                      "config.json.")
-    f.DEFINE_integer("batch_size", 8, "Global batch size (split across replicas).")
+    f.DEFINE_integer("batch_size", None, "Global batch size, split across replicas (default: 8; with -resume the "
+                     "run's).")
     DEFINE_number("lr", None, "Learning rate (default: the config's, autoscaled by batch/8). Accepts '1e-3'.")
     DEFINE_number("momentum", None, "SGD momentum in [0, 1) (default: config, 0.9).")
     DEFINE_number("weight_decay", None, "Coupled L2 weight decay (default: config, 5e-4). Accepts '5 * 1e-4'.")

@@ -307,3 +307,41 @@ def test_checkpoint_holds_every_model_weight(records, tmp_path):
     assert set(trained) == set(loaded) and len(trained) > 250
     for key, var in trained.items():
         np.testing.assert_array_equal(var.numpy(), loaded[key].numpy(), err_msg=key)
+
+
+def test_run_folder_describes_itself_and_resume_checks_it(records, tmp_path):
+    """config.json holds the resolved config after all flags (explicit values as given, the config's autoscaled
+    max_iter replaced by -train_iter, augmentation switches off); label_map.json is the dataset's; -resume with
+    another -img_size is a one-line error (exit 2); -resume without -config/-img_size takes config.json's."""
+    from yolact.ops.label_map import read_label_map
+
+    weights = tmp_path / "w"
+    common = ["-name", "mini", "-tfrecord_dir", str(records), "-weights", str(weights), "-seed", "3"]
+    r = _cli(common + ["-config", "yolact_efficientnet_lite0", "-img_size", "160", "-batch_size", "2",
+                       "-train_iter", "1", "-lr", "2e-3", "-lr_steps", "5,7", "-warmup_iter", "3", "-momentum", "0.8",
+                       "-weight_decay", "1e-4", "-noaugment"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = weights / "mini"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["name"] == "yolact_efficientnet_lite0" and saved["model"]["img_size"] == 160
+    assert saved["model"]["backbone"] == "efficientnet_lite0" and saved["model"]["num_classes"] == 1 + len(
+        json.loads((records / "mini" / "label_map.json").read_text())["categories"])
+    assert saved["anchors"]["pred_scales"] == [int(int(s / 550 * 512) / 512 * 160) for s in (24, 48, 96, 192, 384)]
+    assert saved["train"] == {"lr": 2e-3, "momentum": 0.8, "weight_decay": 1e-4, "gamma": 0.1,
+                              "lr_warmup_init": 1e-4, "lr_warmup_until": 3, "max_iter": 1, "lr_steps": [5, 7],
+                              "batch_size": 2}
+    assert not any(v for k, v in saved["parser"].items() if k.startswith("augment_"))
+    assert read_label_map(str(run / "label_map.json")) == read_label_map(str(records / "mini" / "label_map.json"))
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert pathlib.Path(summary["final_weights"]).parent == run and summary["run_dir"] == str(run)
+
+    r = _cli(common + ["-resume", "-img_size", "128", "-train_iter", "2"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert err == [f"train.py: error: -resume: -img_size 128 contradicts {run}/config.json (img_size 160)"]
+
+    r = _cli(common + ["-resume", "-train_iter", "2"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 2
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["train"] == dict(saved["train"], max_iter=2) and resumed["model"] == saved["model"]

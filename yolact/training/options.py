@@ -31,7 +31,7 @@ class TrainOptions:
     ``config``/``img_size`` None: ``yolact_base`` at its own size for a new run, the run folder's ``config.json``
     with ``resume``. ``lr``, ``momentum``, ``weight_decay``, ``train_iter``, ``warmup_iter``, ``lr_steps`` and
     ``augment`` None: the config's values (autoscaled by ``batch_size / 8`` for a new run unless ``no_autoscale``;
-    as saved for a resumed one).
+    as saved for a resumed one). ``batch_size`` None: 8 for a new run, the saved one with ``resume``.
     """
 
     name: str = "coco"
@@ -39,7 +39,7 @@ class TrainOptions:
     weights: str = "weights"
     config: Optional[str] = None
     img_size: Optional[int] = None
-    batch_size: int = 8
+    batch_size: Optional[int] = None
     lr: Optional[float] = None
     momentum: Optional[float] = None
     weight_decay: Optional[float] = None
@@ -93,7 +93,7 @@ def validate_options(o: TrainOptions) -> TrainOptions:
         (o.weight_decay is None or o.weight_decay >= 0, f"-weight_decay must be >= 0, got {o.weight_decay}"),
         (o.train_iter is None or o.train_iter >= 1, f"-train_iter must be >= 1, got {o.train_iter}"),
         (o.warmup_iter is None or o.warmup_iter >= 0, f"-warmup_iter must be >= 0, got {o.warmup_iter}"),
-        (o.batch_size >= 1, f"-batch_size must be >= 1, got {o.batch_size}"),
+        (o.batch_size is None or o.batch_size >= 1, f"-batch_size must be >= 1, got {o.batch_size}"),
         (o.img_size is None or o.img_size >= 64, f"-img_size must be >= 64, got {o.img_size}"),
         (o.print_interval >= 1, f"-print_interval must be >= 1, got {o.print_interval}"),
         (o.save_interval >= 1, f"-save_interval must be >= 1, got {o.save_interval}"),
@@ -139,16 +139,17 @@ def _resolved_train(o: TrainOptions, base_train, autoscale: bool, log):
     from utils.lr_schedule import autoscale as autoscale_fn
 
     train = base_train
+    batch_size = o.batch_size or (8 if autoscale else train.batch_size)
     if autoscale:
-        scaled = autoscale_fn(train.lr, train.max_iter, train.lr_steps, o.batch_size, not o.no_autoscale)
+        scaled = autoscale_fn(train.lr, train.max_iter, train.lr_steps, batch_size, not o.no_autoscale)
         if scaled.factor != 1.0:
-            log(f"Scaling parameters by {scaled.factor:.2f} to account for a batch size of {o.batch_size}.")
+            log(f"Scaling parameters by {scaled.factor:.2f} to account for a batch size of {batch_size}.")
         train = dataclasses.replace(train, lr=float(scaled.lr), max_iter=int(scaled.max_iter),
                                     lr_steps=tuple(int(s) for s in scaled.lr_steps))
     explicit = {"lr": o.lr, "momentum": o.momentum, "weight_decay": o.weight_decay, "max_iter": o.train_iter,
                 "lr_warmup_until": o.warmup_iter, "lr_steps": o.lr_steps}
     explicit = {k: (tuple(v) if k == "lr_steps" else v) for k, v in explicit.items() if v is not None}
-    return dataclasses.replace(train, batch_size=int(o.batch_size), **explicit)
+    return dataclasses.replace(train, batch_size=int(batch_size), **explicit)
 
 
 def resolve_config(o: TrainOptions, label_map, log=print):

@@ -133,8 +133,9 @@ class Trainer:
 
         self.strategy = make_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
-        if o.batch_size % self.replicas:
-            raise OptionError(f"-batch_size {o.batch_size} is not divisible by the {self.replicas} replicas")
+        self.batch_size = int(self.cfg.train.batch_size)
+        if self.batch_size % self.replicas:
+            raise OptionError(f"-batch_size {self.batch_size} is not divisible by the {self.replicas} replicas")
         self.chief = is_chief(self.strategy)
         self.run_dir = o.run_dir
         # multi-worker: non-chief workers write to a private folder
@@ -143,7 +144,7 @@ class Trainer:
         self.logdir = o.logdir or os.path.join(self.run_dir, "logs")
         self.task = (self.task_cls or YolactTask)(self.cfg, self.label_map, o, self.data.input_fn, log=self.log)
         with self.strategy.scope():
-            self.model = self.task.build_model(o.batch_size // self.replicas)
+            self.model = self.task.build_model(self.batch_size // self.replicas)
             self.task.initialize(self.model)
             self.optimizer, self.inner_opt = self.task.create_optimizer(o.mixed_precision)
             self.optimizer.build(self.model.trainable_variables)
@@ -298,7 +299,7 @@ class Trainer:
                                                       model=self.model)
         self.model.stop_training = False
         history, images, step = [], None, start
-        self.log(f"Begin training! {self.cfg.name}, {self.replicas} replica(s), batch {o.batch_size}, "
+        self.log(f"Begin training! {self.cfg.name}, {self.replicas} replica(s), batch {self.batch_size}, "
                  f"steps {start} -> {self.max_iter}, checkpoints in {self.ckpt_dir}")
         self.callbacks.on_train_begin()
         try:
