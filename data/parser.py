@@ -139,8 +139,14 @@ def _guarded_filter(ds, keep_fn, what: str, limit: int):
             keep = tf.identity(keep)
         return dropped, (element, keep)
 
+    def kept(element, keep):
+        return keep
+
+    def element_only(element, keep):
+        return element
+
     ds = ds.scan(tf.constant(0, tf.int64), count)
-    return ds.filter(lambda element, keep: keep).map(lambda element, keep: element)
+    return ds.filter(kept).map(element_only)
 
 
 class RecordCount(NamedTuple):

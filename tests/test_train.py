@@ -345,3 +345,25 @@ def test_run_folder_describes_itself_and_resume_checks_it(records, tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 2
     resumed = json.loads((run / "config.json").read_text())
     assert resumed["train"] == dict(saved["train"], max_iter=2) and resumed["model"] == saved["model"]
+
+
+def test_init_from_a_run_folder_checks_the_architecture(records, tmp_path):
+    """-init RUN_DIR loads the run's latest checkpoint (exactly its weights); a run folder whose config.json has
+    another img_size or class count is a one-line InitError before any step."""
+    from yolact.model import checkpoint_variables
+    from yolact.training import InitError
+
+    src, _ = _run(_opts(records, tmp_path / "a", train_iter=1, deterministic=False, save_data_state=False))
+    t = _trainer(_opts(records, tmp_path / "b", init=str(tmp_path / "a" / "mini"), deterministic=False))
+    t.setup()
+    mine, theirs = checkpoint_variables(t.model), checkpoint_variables(src.model)
+    for key in theirs:
+        np.testing.assert_array_equal(mine[key].numpy(), theirs[key].numpy(), err_msg=key)
+
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "a" / "mini", other)
+    saved = json.loads((other / "config.json").read_text())
+    for field, value, text in (("img_size", 160, "img_size 160 vs 128"), ("num_classes", 5, "num_classes 5 vs 81")):
+        (other / "config.json").write_text(json.dumps(dict(saved, model=dict(saved["model"], **{field: value}))))
+        with pytest.raises(InitError, match=f"-init {other} has another architecture than this run \\({text}"):
+            _trainer(_opts(records, tmp_path / "c", init=str(other))).setup()
