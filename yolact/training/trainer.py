@@ -109,6 +109,14 @@ class Trainer:
         from yolact.training.task import YolactTask
 
         o = self.options
+        if o.seed is not None:
+            keras.utils.set_random_seed(o.seed)
+        if o.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        if o.mixed_precision != "none":
+            keras.mixed_precision.set_global_policy(f"mixed_{o.mixed_precision}")
+        self.seed = int(o.seed) if o.seed is not None else int(time.time()) % (2**31)
+        self.strategy = make_strategy()  # before any TF op runs (collective ops are configured at startup)
         try:
             self.label_map = self.data.label_map
             count = self.data.count()
@@ -123,15 +131,6 @@ class Trainer:
         self.cfg, resumed_cfg = resolve_config(o, self.label_map, log=self.log)
         self.max_iter = int(self.cfg.train.max_iter)
 
-        if o.seed is not None:
-            keras.utils.set_random_seed(o.seed)
-        if o.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        if o.mixed_precision != "none":
-            keras.mixed_precision.set_global_policy(f"mixed_{o.mixed_precision}")
-        self.seed = int(o.seed) if o.seed is not None else int(time.time()) % (2**31)
-
-        self.strategy = make_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         self.batch_size = int(self.cfg.train.batch_size)
         if self.batch_size % self.replicas:
