@@ -1,5 +1,8 @@
 """Seconds per training step (forward + loss + backward + TorchSGD update) at batch 8, synthetic targets.
 
+The step is the library's (yolact/training/task.py ``YolactTask.train_step``: global-batch loss normalisation,
+finite check, TorchSGD), run under the default strategy as train.py runs it on one device.
+
     python benchmarks/train_step.py                      # both configs, float32 and bfloat16, 3 timed steps
     python benchmarks/train_step.py -configs yolact_efficientnet_lite0 -precisions float32 -steps 2 -warmup 1
 
@@ -32,10 +35,9 @@ def bench(config, precision, batch, steps, warmup):
 
     from config import get_config
     from data.targets import build_targets
-    from utils.torch_sgd import TorchSGD
     from yolact.ops.anchors import make_anchors
-    from yolact.losses import yolact_loss
-    from yolact.model import build_model
+    from yolact.ops.label_map import from_names
+    from yolact.training import TrainOptions, YolactTask
 
     keras.mixed_precision.set_global_policy("float32" if precision == "float32" else f"mixed_{precision}")
     cfg = get_config(config)
@@ -49,18 +51,17 @@ def bench(config, precision, batch, steps, warmup):
     t = build_targets(tf.constant([[0.25, 0.25, 0.5, 0.5]]), tf.constant([1]), mask, tf.constant([False]),
                       tf.constant(make_anchors(cfg)), cfg)
     targets = {k: tf.repeat(v[None], batch, axis=0) for k, v in t.items()}
-    model = build_model(cfg, freeze_bn=False)
-    opt = TorchSGD(1e-4)
-    if precision == "float16":
-        opt = keras.optimizers.LossScaleOptimizer(opt)
+    task = YolactTask(cfg, from_names([f"c{i}" for i in range(1, cfg.num_classes)]), TrainOptions(),
+                      input_fn=None, log=lambda *a: None)
+    model = task.build_model(per_replica_batch=batch)
+    opt, _ = task.create_optimizer("float16" if precision == "float16" else "none")
+    strategy, step_var, seed0 = tf.distribute.get_strategy(), tf.Variable(0, dtype=tf.int64), tf.constant(0, tf.int64)
 
     @tf.function
     def step():
-        with tf.GradientTape() as tape:
-            loss = yolact_loss(model(images, training=True), targets, cfg)["total"]
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        logs, _ = strategy.run(task.train_step, args=((images, targets), model, opt, step_var, seed0))
+        step_var.assign_add(1)
+        return logs["total"]
 
     for _ in range(warmup):
         step().numpy()

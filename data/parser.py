@@ -22,7 +22,7 @@ the k-th element uses the stateless seed ``(seed, k)``. ``seed=None`` draws a fr
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +36,12 @@ from yolact.ops.image_io import decode_image_rgb
 from yolact.ops.anchors import make_anchors
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# train_dataset gives up after this many consecutive records that yield no training image (no non-crowd object, or
+# every object removed by augmentation): a dataset that cannot feed training fails instead of spinning forever.
+MAX_CONSECUTIVE_DROPPED = 1000
+# The message of the InvalidArgumentError raised then; callers recognise the condition by this prefix.
+STARVED_MESSAGE = "no training image in"
 
 
 def _files(file_pattern) -> list:
@@ -117,6 +123,117 @@ def _cap(ex, num_max_pad):
     return out
 
 
+def _guarded_filter(ds, keep_fn, what: str, limit: int):
+    """``ds.filter(keep_fn)`` that fails after ``limit`` consecutive dropped elements.
+
+    A ``scan`` counts the elements dropped since the last kept one; when the count reaches ``limit`` the iterator
+    raises ``tf.errors.InvalidArgumentError`` whose message contains ``STARVED_MESSAGE`` and ``what``.
+    """
+
+    def count(dropped, element):
+        keep = keep_fn(element)
+        dropped = tf.where(keep, tf.zeros_like(dropped), dropped + 1)
+        check = tf.debugging.assert_less(dropped, tf.constant(limit, tf.int64),
+                                         message=f"{STARVED_MESSAGE} {limit} consecutive records ({what})")
+        with tf.control_dependencies([check]):
+            keep = tf.identity(keep)
+        return dropped, (element, keep)
+
+    def kept(element, keep):
+        return keep
+
+    def element_only(element, keep):
+        return element
+
+    ds = ds.scan(tf.constant(0, tf.int64), count)
+    return ds.filter(kept).map(element_only)
+
+
+class RecordCount(NamedTuple):
+    """What :func:`count_training_records` found.
+
+    Attributes:
+      records: records read (a corrupt shard counts the whole batches of 1024 read before its first error).
+      trainable: those with at least one non-crowd object (the records ``train_dataset`` does not filter out
+        before decoding).
+      unreadable: shards that raised ``DataLossError`` / ``InvalidArgumentError`` (truncated, corrupt, not
+        ``tf.train.Example``); their records after the error are not counted.
+    """
+
+    records: int
+    trainable: int
+    unreadable: Tuple[str, ...]
+
+
+def count_training_records(file_pattern) -> RecordCount:
+    """Count the records of ``file_pattern`` that can yield a training image: a pass over every record that parses
+    only ``image/object/is_crowd`` (no image decoding).
+
+    Raises:
+      ValueError: no file matches.
+    """
+    spec = {schema.IS_CROWD: tf.io.VarLenFeature(tf.int64)}
+
+    def count(serialized):
+        crowd = tf.sparse.to_dense(tf.io.parse_example(serialized, spec)[schema.IS_CROWD], default_value=1)
+        has_object = tf.reduce_any(tf.equal(crowd, 0), axis=1)
+        return tf.size(serialized), tf.reduce_sum(tf.cast(has_object, tf.int32))
+
+    records = trainable = 0
+    unreadable = []
+    for path in _files(file_pattern):
+        try:
+            for n, k in tf.data.TFRecordDataset(path).batch(1024).map(count).prefetch(1):
+                records, trainable = records + int(n), trainable + int(k)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+            unreadable.append(path)
+    return RecordCount(records, trainable, tuple(unreadable))
+
+
+class TrainRecords:
+    """The training split of a dataset folder for yolact/training (the ``data`` of ``Trainer``):
+    ``DATA_DIR/train-*.tfrecord`` with ``DATA_DIR/label_map.json``; validation records ``DATA_DIR/val-*.tfrecord``.
+
+    Raises (from ``label_map`` / ``count``):
+      ValueError: no training records, or an unreadable label map (one-line messages naming the folder).
+    """
+
+    def __init__(self, data_dir: str, max_consecutive_dropped: int = MAX_CONSECUTIVE_DROPPED):
+        self.data_dir = os.fspath(data_dir)
+        self.name = self.data_dir
+        self.pattern = os.path.join(self.data_dir, "train-*.tfrecord")
+        self.val_pattern = os.path.join(self.data_dir, "val-*.tfrecord")
+        self.max_consecutive_dropped = max_consecutive_dropped
+        self._label_map = None
+
+    @property
+    def label_map(self) -> label_map_lib.LabelMap:
+        if self._label_map is None:
+            if not tf.io.gfile.glob(self.pattern):
+                raise ValueError(f"no training records {self.pattern} (create them with "
+                                 f"python -m data.coco_tfrecord_creator)")
+            path = os.path.join(self.data_dir, schema.LABEL_MAP_FILENAME)
+            try:
+                self._label_map = label_map_lib.read_label_map(path)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"cannot read {path}: {e}") from None
+        return self._label_map
+
+    def count(self) -> RecordCount:
+        """:func:`count_training_records` of the training shards."""
+        return count_training_records(self.pattern)
+
+    def input_fn(self, cfg, batch_size, seed, shuffle, input_context=None) -> tf.data.Dataset:
+        """:func:`train_dataset` of the training shards with this folder's label map."""
+        return train_dataset(self.pattern, cfg, batch_size, label_map=self.label_map, seed=seed, shuffle=shuffle,
+                             input_context=input_context, max_consecutive_dropped=self.max_consecutive_dropped)
+
+    @staticmethod
+    def is_starved(error) -> bool:
+        """Whether ``error`` (from the iterator) is train_dataset's "no training image in N records" failure."""
+        return STARVED_MESSAGE in str(getattr(error, "message", error))
+
+
 def _seed(seed) -> int:
     return int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
 
@@ -133,6 +250,7 @@ def train_dataset(
     num_parallel_calls=AUTOTUNE,
     input_context: Optional[tf.distribute.InputContext] = None,
     drop_empty: bool = True,
+    max_consecutive_dropped: int = MAX_CONSECUTIVE_DROPPED,
 ) -> tf.data.Dataset:
     """Training batches: decode, SSDAugmentation (data/augment.py), matching and targets (data/targets.py).
 
@@ -148,11 +266,19 @@ def train_dataset(
       num_parallel_calls: parallelism of the decode/augment map.
       input_context: ``tf.distribute.InputContext`` for sharding files between input pipelines.
       drop_empty: drop images left without non-crowd objects after augmentation (else all-background targets).
+      max_consecutive_dropped: after this many consecutive records dropped by either filter (no non-crowd object;
+        empty after augmentation) the iterator raises ``tf.errors.InvalidArgumentError`` with
+        ``STARVED_MESSAGE`` in its message instead of searching forever.
     Returns:
       ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3], targets)`` with targets ``cls_t`` int32 [B, N],
       ``loc_t`` float32 [B, N, 4], ``idx_t`` int32 [B, N], ``gt_boxes`` float32 [B, M, 4] relative
       ``[x1, y1, x2, y2]``, ``gt_classes`` int32 [B, M], ``gt_masks`` float32 [B, M, Hp, Hp], ``segm_t`` float32
       [B, H3, H3, C − 1], ``num_obj`` int32 [B].
+
+      Errors of single records surface from the iterator and the next ``get_next`` goes on with the following
+      records (callers count and skip them): ``tf.errors.DataLossError`` for a truncated or corrupt shard (the
+      rest of that shard is skipped), ``tf.errors.InvalidArgumentError`` for an undecodable image or mask or a
+      category id missing from the label map.
     Raises:
       ValueError: no file matches, unreadable label map, class-count mismatch, or fewer files than input pipelines.
     """
@@ -170,7 +296,8 @@ def train_dataset(
     if repeat:
         ds = ds.repeat()
     ds = ds.map(lambda s: _parse(s, id_to_index), num_parallel_calls=num_parallel_calls)
-    ds = ds.filter(lambda ex: tf.reduce_any(~ex["is_crowd"]))
+    ds = _guarded_filter(ds, lambda ex: tf.reduce_any(~ex["is_crowd"]), "no non-crowd object",
+                         max_consecutive_dropped)
     ds = ds.enumerate()
 
     def prepare(index, ex):
@@ -186,7 +313,8 @@ def train_dataset(
 
     ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
     if drop_empty:
-        ds = ds.filter(lambda image, t: t["num_obj"] > 0)
+        ds = _guarded_filter(ds, lambda element: element[1]["num_obj"] > 0, "no object left after augmentation",
+                             max_consecutive_dropped)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
 

@@ -186,6 +186,15 @@ def test_cli_converts_lite0_pth(tmp_path, shared_dir):
     proc = _run_cli("-src", lite0_pth_path(), "-config", "yolact_efficientnet_lite0", "-out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "converted 240 tensors (efficientnet_lite, backbone only)" in proc.stdout
+    # the folder describes the weights: the preset's config and COCO's 80 categories (ids 1..90 with gaps)
+    from config import to_dict
+    from yolact.checkpoint import read_config
+    from yolact.ops.label_map import read_label_map
+
+    assert to_dict(read_config(str(tmp_path))) == to_dict(get_config("yolact_efficientnet_lite0"))
+    lm = read_label_map(str(tmp_path / "label_map.json"))
+    assert lm.num_classes == 81 and lm.names[0] == "person" and lm.names[-1] == "toothbrush"
+    assert lm.categories[-1].id == 90
     model = build_model(get_config("yolact_efficientnet_lite0"), weights=out)
     ref = np.load(shared_dir / LITE0_NPZ)
     np.testing.assert_array_equal(
@@ -207,7 +216,12 @@ def test_cli_bad_arguments_give_one_line_errors(tmp_path, shared_dir):
     proc = _run_cli("-src", str(shared_dir / LITE0_NPZ), "-config", "yolact_resnet50", "-out", str(out))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "convert_weights: error: state_dict (efficientnet_lite) does not fit config 'yolact_resnet50'" in proc.stderr
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "config.json").exists()
+    proc = _run_cli("-src", str(shared_dir / LITE0_NPZ), "-config", "yolact_efficientnet_lite0", "-num_classes", "5",
+                    "-out", str(out))
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "convert_weights: error: 5 classes: pass -label_map (COCO's 80 categories are assumed only for 81-class "
+        "models)")
 
 
 # -------------------------------------------------------------------------------------------- against torch

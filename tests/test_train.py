@@ -39,7 +39,7 @@ def records(coco_mini, tmp_path_factory):
 
 
 def _opts(records, weights, **kw):
-    from train import TrainOptions
+    from yolact.training import TrainOptions
 
     base = dict(name="mini", tfrecord_dir=str(records), weights=str(weights), config="yolact_efficientnet_lite0",
                 img_size=128, batch_size=2, train_iter=3, print_interval=100, save_interval=100, seed=7,
@@ -48,10 +48,46 @@ def _opts(records, weights, **kw):
     return TrainOptions(**base)
 
 
-def _run(opts, **kw):
-    from train import Trainer
+class NanLossTask:
+    """Test fault injection: a YolactTask whose total loss is NaN at the global steps ``NAN_STEPS``."""
 
-    t = Trainer(opts, log=lambda *a: None, **kw)
+    @staticmethod
+    def make(nan_steps):
+        from yolact.training.task import YolactTask
+
+        class _Task(YolactTask):
+            def compute_loss(self, outputs, targets, seed, step):
+                losses = super().compute_loss(outputs, targets, seed, step)
+                hit = tf.reduce_any(tf.equal(step, tf.constant(sorted(nan_steps) or [-1], tf.int64)))
+                losses["total"] = losses["total"] * tf.where(hit, float("nan"), 1.0)
+                return losses
+
+        return _Task
+
+
+def stop_after(n):
+    """A Keras callback that stops training after ``n`` steps of the run (as a SIGTERM would)."""
+    import keras
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if step + 1 >= n:
+                self.model.stop_training = True
+
+    return StopAfter()
+
+
+def _trainer(opts, nan_steps=(), stop_at_step=None):
+    from data.parser import TrainRecords
+    from yolact.training import Trainer
+
+    return Trainer(opts, TrainRecords(os.path.join(opts.tfrecord_dir, opts.name)), log=lambda *a: None,
+                   task_cls=NanLossTask.make(nan_steps) if nan_steps else None,
+                   callbacks=[stop_after(stop_at_step)] if stop_at_step else ())
+
+
+def _run(opts, **kw):
+    t = _trainer(opts, **kw)
     summary = t.run()
     return t, summary
 
@@ -121,11 +157,9 @@ def test_nonfinite_loss_is_skipped_and_counted(records, tmp_path):
 def test_clip_grad_norm_bounds_the_first_update(records, tmp_path):
     """First step with -clip_grad_norm c: w1 = w0 - lr0 * (g_c + wd * w0) with ||g_c|| = c (the real
     gradient's norm is larger), so ||w1 - w0 + lr0 * wd * w0|| over all trainable variables equals lr0 * c."""
-    from train import Trainer
-
     clip = 1.0  # below the real gradient's norm (8.3 here), far above float32 rounding of the update (~4e-6)
-    t0 = Trainer(_opts(records, tmp_path / "init", train_iter=1, clip_grad_norm=clip), log=lambda *a: None)
-    t0._setup()
+    t0 = _trainer(_opts(records, tmp_path / "init", train_iter=1, clip_grad_norm=clip))
+    t0.setup()
     w0 = [v.numpy() for v in t0.model.trainable_variables]
     t1, s1 = _run(_opts(records, tmp_path / "clip", train_iter=1, clip_grad_norm=clip))
     lr0, wd = s1["history"][0]["lr"], t1.inner_opt.l2_decay
@@ -135,17 +169,17 @@ def test_clip_grad_norm_bounds_the_first_update(records, tmp_path):
 
 
 def test_clip_grad_norm_refuses_float16_loss_scaling(records, tmp_path):
-    from train import Trainer, TrainError
+    from yolact.training import OptionError
 
-    with pytest.raises(TrainError, match="does not combine with -mixed_precision float16"):
-        Trainer(_opts(records, tmp_path, clip_grad_norm=5.0, mixed_precision="float16"), log=lambda *a: None)._setup()
+    with pytest.raises(OptionError, match="does not combine with -mixed_precision float16"):
+        _trainer(_opts(records, tmp_path, clip_grad_norm=5.0, mixed_precision="float16"))
 
 
 @pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted_run(records, tmp_path):
     full, s_full = _run(_opts(records, tmp_path / "full", train_iter=4))
     _, s_int = _run(_opts(records, tmp_path / "cut", train_iter=4), stop_at_step=2)
-    assert s_int["step"] == 2 and s_int["interrupted"] and s_int["final_weights"] is None
+    assert s_int["step"] == 2 and s_int["interrupted"] == "stopped" and s_int["final_weights"] is None
     resumed, s_res = _run(_opts(records, tmp_path / "cut", train_iter=4, resume=True))
     assert s_res["step"] == 4 and [h["step"] for h in s_res["history"]] == [2, 3]
     # same losses at steps 2, 3 as the uninterrupted run (same data, lr and momentum)
@@ -184,20 +218,20 @@ def test_cli_trains_then_corrupt_checkpoint_gives_one_line_error(records, tmp_pa
     for f in (weights / "mini").glob("ckpt-2.data-*"):
         f.write_bytes(b"garbage" * 100)
     r = _cli(common + ["-train_iter", "3", "-resume"])
-    assert r.returncode == 1
+    assert r.returncode == 2
     err = [line for line in r.stderr.splitlines() if line.startswith("train.py: error:")]
     assert len(err) == 1 and "cannot resume" in err[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     # missing dataset: clear error too
     r = _cli(["-name", "nope", "-tfrecord_dir", str(records), "-weights", str(weights)])
-    assert r.returncode == 1 and "no training records" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no training records" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_resume_with_another_config_gives_clear_error(records, tmp_path):
-    from train import TrainError
+    from yolact.training import OptionError
 
     _run(_opts(records, tmp_path / "w", train_iter=1))
-    with pytest.raises(TrainError, match="cannot resume"):
+    with pytest.raises(OptionError, match="-config yolact_resnet50 contradicts"):
         _run(_opts(records, tmp_path / "w", train_iter=2, resume=True, config="yolact_resnet50"))
 
 
@@ -273,3 +307,63 @@ def test_checkpoint_holds_every_model_weight(records, tmp_path):
     assert set(trained) == set(loaded) and len(trained) > 250
     for key, var in trained.items():
         np.testing.assert_array_equal(var.numpy(), loaded[key].numpy(), err_msg=key)
+
+
+def test_run_folder_describes_itself_and_resume_checks_it(records, tmp_path):
+    """config.json holds the resolved config after all flags (explicit values as given, the config's autoscaled
+    max_iter replaced by -train_iter, augmentation switches off); label_map.json is the dataset's; -resume with
+    another -img_size is a one-line error (exit 2); -resume without -config/-img_size takes config.json's."""
+    from yolact.ops.label_map import read_label_map
+
+    weights = tmp_path / "w"
+    common = ["-name", "mini", "-tfrecord_dir", str(records), "-weights", str(weights), "-seed", "3"]
+    r = _cli(common + ["-config", "yolact_efficientnet_lite0", "-img_size", "160", "-batch_size", "2",
+                       "-train_iter", "1", "-lr", "2e-3", "-lr_steps", "5,7", "-warmup_iter", "3", "-momentum", "0.8",
+                       "-weight_decay", "1e-4", "-noaugment"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = weights / "mini"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["name"] == "yolact_efficientnet_lite0" and saved["model"]["img_size"] == 160
+    assert saved["model"]["backbone"] == "efficientnet_lite0" and saved["model"]["num_classes"] == 1 + len(
+        json.loads((records / "mini" / "label_map.json").read_text())["categories"])
+    assert saved["anchors"]["pred_scales"] == [int(int(s / 550 * 512) / 512 * 160) for s in (24, 48, 96, 192, 384)]
+    assert saved["train"] == {"lr": 2e-3, "momentum": 0.8, "weight_decay": 1e-4, "gamma": 0.1,
+                              "lr_warmup_init": 1e-4, "lr_warmup_until": 3, "max_iter": 1, "lr_steps": [5, 7],
+                              "batch_size": 2}
+    assert not any(v for k, v in saved["parser"].items() if k.startswith("augment_"))
+    assert read_label_map(str(run / "label_map.json")) == read_label_map(str(records / "mini" / "label_map.json"))
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert pathlib.Path(summary["final_weights"]).parent == run and summary["run_dir"] == str(run)
+
+    r = _cli(common + ["-resume", "-img_size", "128", "-train_iter", "2"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert err == [f"train.py: error: -resume: -img_size 128 contradicts {run}/config.json (img_size 160)"]
+
+    r = _cli(common + ["-resume", "-train_iter", "2"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 2
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["train"] == dict(saved["train"], max_iter=2) and resumed["model"] == saved["model"]
+
+
+def test_init_from_a_run_folder_checks_the_architecture(records, tmp_path):
+    """-init RUN_DIR loads the run's latest checkpoint (exactly its weights); a run folder whose config.json has
+    another img_size or class count is a one-line InitError before any step."""
+    from yolact.model import checkpoint_variables
+    from yolact.training import InitError
+
+    src, _ = _run(_opts(records, tmp_path / "a", train_iter=1, deterministic=False, save_data_state=False))
+    t = _trainer(_opts(records, tmp_path / "b", init=str(tmp_path / "a" / "mini"), deterministic=False))
+    t.setup()
+    mine, theirs = checkpoint_variables(t.model), checkpoint_variables(src.model)
+    for key in theirs:
+        np.testing.assert_array_equal(mine[key].numpy(), theirs[key].numpy(), err_msg=key)
+
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "a" / "mini", other)
+    saved = json.loads((other / "config.json").read_text())
+    for field, value, text in (("img_size", 160, "img_size 160 vs 128"), ("num_classes", 5, "num_classes 5 vs 81")):
+        (other / "config.json").write_text(json.dumps(dict(saved, model=dict(saved["model"], **{field: value}))))
+        with pytest.raises(InitError, match=f"-init {other} has another architecture than this run \\({text}"):
+            _trainer(_opts(records, tmp_path / "c", init=str(other))).setup()

@@ -8,6 +8,10 @@ Usage::
     python -m utils.convert_weights -src ../shared/weights/efficientnet-lite0-57934424.npz \
         -config yolact_efficientnet_lite0 -out lite0_imagenet.weights.h5
 
+Beside ``-out`` it writes ``config.json`` and ``label_map.json`` (COCO's 80 categories for 81-class models, else
+``-label_map``): the folder is a run folder (yolact/checkpoint.py) that inference, export and ``train.py -init``
+read without other model flags. One model per folder.
+
 Accepted sources (``load_state_dict_file``): ``.pth`` (PyTorch legacy or zip format; ``torch.load`` when torch is
 installed, else utils/torch_pickle.py) and ``.npz`` with the same keys (the fixture's ``sd/`` prefix is stripped,
 float16 is cast to float32). Kinds (``convert_state_dict``):
@@ -274,23 +278,56 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
     return {"kind": kind, "loaded": len(converted), "ignored": ignored}
 
 
-def convert_file(src, config_name, out, num_classes=None, backbone_only=False):
-    """Read ``src``, build the ``config_name`` model, assign, and save ``out`` (must end in ``.weights.h5``).
+def _run_files(config_name, num_classes, label_map_path, folder):
+    """The config and label map to write beside the converted weights (yolact/checkpoint.py run folder)."""
+    from config import get_config
+    from yolact import checkpoint
+    from yolact.ops import label_map as label_map_lib
 
-    Returns the :func:`convert_state_dict` summary. Raises ValueError (bad arguments), FileNotFoundError,
-    WeightConversionError.
+    if label_map_path:
+        label_map = label_map_lib.read_label_map(label_map_path)
+        num_classes = num_classes or label_map.num_classes
+    cfg = get_config(config_name, num_classes=num_classes)
+    if not label_map_path:
+        if cfg.num_classes != 81:
+            raise ValueError(f"{cfg.num_classes} classes: pass -label_map (COCO's 80 categories are assumed only "
+                             "for 81-class models)")
+        label_map = label_map_lib.coco_label_map()
+    if label_map.num_classes != cfg.num_classes:
+        raise ValueError(f"-label_map has {label_map.num_classes} classes incl. background, the model "
+                         f"{cfg.num_classes}")
+    if (folder / checkpoint.CONFIG_FILENAME).is_file():
+        from config import to_dict
+
+        existing = checkpoint.read_config(str(folder))
+        if to_dict(existing) != to_dict(cfg):
+            raise ValueError(f"{folder}/{checkpoint.CONFIG_FILENAME} describes another model ({existing.name}, "
+                             f"{existing.num_classes} classes, {existing.img_size} px): write into another folder")
+    return cfg, label_map
+
+
+def convert_file(src, config_name, out, num_classes=None, backbone_only=False, label_map_path=None):
+    """Read ``src``, build the ``config_name`` model, assign, and save ``out`` (must end in ``.weights.h5``);
+    write ``config.json`` and ``label_map.json`` beside it (yolact/checkpoint.py ``write_run_files``), so that
+    ``-checkpoint OUT`` / ``-init OUT`` need no other flag. The label map is ``label_map_path``'s, or COCO's 80
+    categories for an 81-class model.
+
+    Returns the :func:`convert_state_dict` summary. Raises ValueError (bad arguments: no label map for a non-COCO
+    class count, a folder whose config.json describes another model), FileNotFoundError, WeightConversionError.
     """
     if not str(out).endswith(".weights.h5"):
         raise ValueError(f"-out must end with .weights.h5 (Keras 3 weights format), got {out}")
-    from config import get_config
+    from yolact import checkpoint
     from yolact.model import build_model
 
-    cfg = get_config(config_name, num_classes=num_classes)
+    folder = pathlib.Path(out).absolute().parent
+    cfg, label_map = _run_files(config_name, num_classes, label_map_path, folder)
     state_dict = load_state_dict_file(src)
     model = build_model(cfg, freeze_bn=True)
     summary = convert_state_dict(state_dict, model, cfg, backbone_only=backbone_only)
-    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     model.save_weights(str(out))
+    checkpoint.write_run_files(str(folder), cfg, label_map)
     return summary
 
 
@@ -301,7 +338,8 @@ def main(argv):
     if len(argv) > 1:
         raise SystemExit(f"convert_weights: unexpected arguments {argv[1:]}")
     try:
-        summary = convert_file(f.src, f.config, f.out, num_classes=f.num_classes, backbone_only=f.backbone_only)
+        summary = convert_file(f.src, f.config, f.out, num_classes=f.num_classes, backbone_only=f.backbone_only,
+                               label_map_path=f.label_map)
     except (ValueError, FileNotFoundError) as exc:
         print(f"convert_weights: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -320,6 +358,8 @@ def _define_flags():
     flags.DEFINE_string("out", None, "output Keras weights, must end with .weights.h5", required=True)
     flags.DEFINE_integer("num_classes", None, "classes incl. background (default: the config's)")
     flags.DEFINE_bool("backbone_only", False, "load only backbone.* keys from a full YOLACT state_dict")
+    flags.DEFINE_string("label_map", None, "label_map.json written beside -out with config.json (default: COCO's 80 "
+                        "categories, for 81-class models only)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,199 @@
+"""The YOLACT training task, in the style of TF Model Garden's tasks (official/vision/tasks/retinanet.py).
+
+A task knows how to build the model, its optimizer and its inputs, how to compute the loss and how to run one
+training or validation step; :class:`yolact.training.trainer.Trainer` drives it (strategy, checkpoints, resume,
+callbacks). Subclass it to change one piece, e.g. ``compute_loss``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from yolact.losses import LOSS_KEYS, loss_sums, normalize_losses
+from yolact.training.options import OptionError, TrainOptions
+
+
+class InitError(OptionError):
+    """``-init`` names weights that do not exist, cannot be read or do not fit the model (one line, exit 2)."""
+
+
+# The model fields two configs must share for one's weights to initialise the other.
+ARCHITECTURE_FIELDS = ("backbone", "img_size", "num_classes", "fpn_channels", "num_mask")
+
+
+def schedule_for(train_cfg):
+    """The lr schedule of a resolved ``TrainConfig`` (values used as they are: autoscaling happened when the
+    config was resolved, see yolact/training/options.py)."""
+    from utils.lr_schedule import YolactLRSchedule
+
+    return YolactLRSchedule(train_cfg.lr, train_cfg.lr_warmup_init, train_cfg.lr_warmup_until, train_cfg.lr_steps,
+                            train_cfg.gamma)
+
+
+class YolactTask:
+    """Model, optimizer, inputs, loss and steps of YOLACT training.
+
+    Args:
+      cfg: the resolved YolactConfig (``cfg.train`` holds lr, momentum, weight decay, schedule, batch size).
+      label_map: the dataset's LabelMap (class channels <-> category ids).
+      options: the run's TrainOptions (init weights, clipping, validation, seed).
+      input_fn: ``input_fn(cfg, global_batch_size, seed, shuffle, input_context) -> tf.data.Dataset`` of
+        ``(images, targets)`` (data/parser.py ``train_dataset``); injected so that yolact/ does not import data/.
+      log: one-line logger.
+    """
+
+    def __init__(self, cfg, label_map, options: TrainOptions, input_fn: Callable, log: Callable = print):
+        self.cfg = cfg
+        self.label_map = label_map
+        self.options = options
+        self.input_fn = input_fn
+        self.log = log
+        self.schedule = schedule_for(cfg.train)
+
+    # -- building ------------------------------------------------------------------------------------------------
+    def build_model(self, per_replica_batch: int) -> keras.Model:
+        """A training Yolact; BatchNorm frozen when the per-replica batch is below 6 (original train.py)."""
+        from yolact.model import build_model, should_freeze_bn
+
+        freeze = should_freeze_bn(self.cfg, per_replica_batch)
+        if freeze:
+            self.log(f"Per-replica batch {per_replica_batch} < 6: BatchNorm frozen (as the original).")
+        return build_model(self.cfg, freeze_bn=freeze)
+
+    def initialize(self, model: keras.Model) -> None:
+        """Load ``options.init`` into ``model``: a run folder (its latest checkpoint, else its newest
+        ``.weights.h5``) or a ``.weights.h5``, whose folder's config.json must agree in architecture; or an
+        original ``.pth`` / ``.npz`` (full YOLACT, or an ImageNet backbone), converted on the fly.
+
+        Raises:
+          InitError: missing or unreadable weights; an architecture (backbone, img_size, class count...) that
+            differs from this run's. Fine-tuning across class counts is not supported: a class-count mismatch is
+            this error too.
+        """
+        path = self.options.init
+        if not path:
+            return
+        if not os.path.exists(path):
+            raise InitError(f"-init not found: {path}")
+        try:
+            if os.path.isdir(path) or path.endswith(".weights.h5"):
+                self._init_from_run(model, path)
+            else:
+                self._init_from_state_dict(model, path)
+        except InitError:
+            raise
+        except (ValueError, OSError, KeyError, tf.errors.OpError) as e:
+            raise InitError(f"cannot initialize from {path}: {' '.join(str(e).split())[:300]}") from None
+
+    def _init_from_run(self, model, path):
+        from yolact import checkpoint
+        from yolact.model import checkpoint_variables
+
+        folder = checkpoint.run_dir_of(path)
+        if os.path.isfile(os.path.join(folder, checkpoint.CONFIG_FILENAME)):
+            theirs = checkpoint.read_config(folder).model
+            diff = [f"{k} {getattr(theirs, k)} vs {getattr(self.cfg.model, k)}" for k in ARCHITECTURE_FIELDS
+                    if getattr(theirs, k) != getattr(self.cfg.model, k)]
+            if diff:
+                raise InitError(f"-init {path} has another architecture than this run ({'; '.join(diff)}); "
+                                "fine-tuning across class counts is not supported yet")
+        weights = path if path.endswith(".weights.h5") else None
+        prefix = None if weights else tf.train.latest_checkpoint(path)
+        if weights is None and prefix is None:
+            found = sorted((os.path.join(path, f) for f in os.listdir(path) if f.endswith(".weights.h5")),
+                           key=os.path.getmtime)
+            if not found:
+                raise InitError(f"-init {path}: no checkpoint and no .weights.h5 in the folder")
+            weights = found[-1]
+        if weights:
+            model.load_weights(weights)
+        else:
+            tf.train.Checkpoint(model_variables=checkpoint_variables(model)).restore(prefix).expect_partial()
+        self.log(f"Initialized from {weights or prefix}")
+
+    def _init_from_state_dict(self, model, path):
+        from utils import convert_weights as cw
+
+        sd = cw.load_state_dict_file(path)
+        info = cw.convert_state_dict(sd, model, self.cfg, backbone_only=cw.detect_kind(sd) != "yolact")
+        self.log(f"Initialized from {path}: {info['kind']}, {info['loaded']} tensors")
+
+    def create_optimizer(self, mixed_precision: str = "none"):
+        """``(optimizer, torch_sgd)``: TorchSGD (PyTorch momentum, coupled L2 decay) on :attr:`schedule`, wrapped
+        in a LossScaleOptimizer for float16."""
+        from utils.torch_sgd import TorchSGD
+
+        inner = TorchSGD(self.schedule, momentum=float(self.cfg.train.momentum),
+                         l2_decay=float(self.cfg.train.weight_decay))
+        outer = keras.optimizers.LossScaleOptimizer(inner) if mixed_precision == "float16" else inner
+        return outer, inner
+
+    def build_inputs(self, seed: int, input_context: Optional[tf.distribute.InputContext] = None):
+        """The training dataset (global batch ``cfg.train.batch_size``, split by ``input_context``)."""
+        return self.input_fn(self.cfg, self.cfg.train.batch_size, seed, self.options.shuffle, input_context)
+
+    # -- losses and steps ------------------------------------------------------------------------------------
+    def build_losses(self, outputs, targets, seed) -> Dict[str, tf.Tensor]:
+        """This replica's loss sums and counts (yolact/losses.py ``loss_sums``)."""
+        return loss_sums(outputs, targets, self.cfg, seed=seed)
+
+    def compute_loss(self, outputs, targets, seed, step) -> Dict[str, tf.Tensor]:
+        """The four losses (B, C, M, S) and ``total`` of this replica, divided by the positives and images of the
+        GLOBAL batch (all-reduced across replicas), so that the sum over replicas equals the single-device loss.
+        Must run in a replica context. ``step`` (int64 scalar) is the global step."""
+        del step
+        ctx = tf.distribute.get_replica_context()
+        sums = self.build_losses(outputs, targets, seed)
+        gpos, gbatch = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [sums["num_pos"], sums["batch_size"]])
+        losses = normalize_losses(sums, gpos, gbatch)
+        losses["num_pos"] = sums["num_pos"]
+        return losses
+
+    def train_step(self, inputs, model, optimizer, step, seed0):
+        """One replica's step: forward, loss, gradients (clipped to ``options.clip_grad_norm`` if set), update
+        applied only when the all-reduced loss is finite (TorchSGD ``apply_update``; the original skips
+        ``optimizer.step()``).
+
+        Returns:
+          ``(logs, finite)``: logs B, C, M, S, total (float32), num_pos; finite a bool scalar.
+        """
+        images, targets = inputs
+        ctx = tf.distribute.get_replica_context()
+        rid = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+        seed = tf.stack([seed0, step * ctx.num_replicas_in_sync + rid])
+        variables = model.trainable_variables
+        loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        with tf.GradientTape() as tape:
+            outputs = model(images, training=True)
+            losses = self.compute_loss(outputs, targets, seed, step)
+            loss = losses["total"]
+            scaled = optimizer.scale_loss(loss) if loss_scaled else loss
+        grads = tape.gradient(scaled, variables)
+        if self.options.clip_grad_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, float(self.options.clip_grad_norm))
+        finite = tf.math.is_finite(ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss))
+        inner = optimizer.inner_optimizer if loss_scaled else optimizer
+        inner.apply_update.assign(finite)
+        optimizer.apply_gradients(zip(grads, variables))
+        logs = {k: losses[k] for k in LOSS_KEYS}
+        logs["total"] = loss
+        logs["num_pos"] = losses["num_pos"]
+        return logs, finite
+
+    def validation_step(self, model, val_pattern: str) -> Dict[str, float]:
+        """Box and mask AP of ``model`` on the records ``val_pattern`` against ``options.val_annotations``
+        (utils/coco_eval.py ``evaluate_dataset``, at most ``options.val_images`` images)."""
+        from utils.coco_eval import evaluate_dataset
+        from yolact.predictor import Predictor
+
+        o = self.options
+        return evaluate_dataset(Predictor(self.cfg, model, self.label_map), o.val_annotations,
+                                tfrecord_pattern=val_pattern, max_images=o.val_images or None, verbose=False,
+                                progress=False)
+
+
+__all__ = ["YolactTask", "InitError", "schedule_for", "ARCHITECTURE_FIELDS"]

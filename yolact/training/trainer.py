@@ -1,0 +1,350 @@
+"""The training loop: ``Trainer(options, data).run()`` trains a :class:`~yolact.training.task.YolactTask`.
+
+What it guarantees (tests/test_train.py, tests/test_faults_train.py):
+
+* Checkpoints (tf.train.CheckpointManager over every model variable, the optimizer with its momentum buffers,
+  the step and the skipped-step / data-error counters) go to the run folder WEIGHTS/NAME every
+  ``save_interval`` steps, at the end, when a callback stops training (SIGINT/SIGTERM: :class:`StopOnSignal`),
+  and before a data fault ends the run. The chief first writes ``config.json`` (the resolved config) and
+  ``label_map.json`` there; the final weights are ``WEIGHTS/NAME/<config>_<step>.weights.h5``.
+* ``resume``: continue from the latest checkpoint at the same step, lr and momentum; with ``save_data_state`` the
+  tf.data iterator is part of the checkpoint and a resumed run sees exactly the batches an uninterrupted run would
+  (single replica; the state includes the shuffle buffer). Without it the data stream is re-seeded from
+  (seed, step), like the original's new DataLoader.
+* A step whose all-reduced loss is not finite changes no weight and no momentum buffer; it is counted
+  (``skipped``). A record that raises a data error (``DataLossError``: corrupt shard; ``InvalidArgumentError``:
+  undecodable image or mask) is skipped and counted (``data_errors``; the batch being collected is lost).
+  ``MAX_CONSECUTIVE_DATA_ERRORS`` errors in a row, or the end of the data, save a checkpoint and raise
+  :class:`DataFault`.
+* Distribution: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy with more than one GPU, the
+  default strategy otherwise; the global batch is split across replicas and the loss divides by the positives and
+  images of the GLOBAL batch (task.compute_loss), so it equals the single-device loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+from utils.cli import FaultError, UserError
+from yolact.training.options import OptionError, TrainOptions, resolve_config, validate_options
+
+MAX_CONSECUTIVE_DATA_ERRORS = 100
+
+
+class DataError(UserError):
+    """The training data cannot feed training at all (missing, no usable record): one line, exit 2."""
+
+
+class DataFault(FaultError):
+    """Training could not go on because of its data (too many errors in a row, or the data ended); a checkpoint
+    was saved first: one line, exit 1."""
+
+
+class ResumeError(OptionError):
+    """``resume`` found no checkpoint, or one that does not fit (corrupt, other config / dataset): exit 2."""
+
+
+def make_strategy():
+    """MultiWorkerMirroredStrategy if TF_CONFIG is set, MirroredStrategy with > 1 GPU, else the default."""
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy) -> bool:
+    """True for the task that writes the run folder (the chief, or worker 0 without a chief; single process)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                                                          "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _one_line(error, limit=200) -> str:
+    return " ".join(str(getattr(error, "message", error)).split())[:limit]
+
+
+class Trainer:
+    """Build and run one training run.
+
+    Args:
+      options: TrainOptions (validated here).
+      data: the training split, e.g. ``data.parser.TrainRecords(DIR)``: ``.name`` (for messages),
+        ``.label_map``, ``.count()`` (``records``, ``trainable``, ``unreadable``), ``.input_fn`` (see
+        :class:`YolactTask`), ``.val_pattern`` and ``.is_starved(error)``.
+      task_cls: the task class (tests subclass it, e.g. to inject non-finite losses).
+      callbacks: extra ``keras.callbacks.Callback`` objects (their ``model`` is the Yolact model).
+      log: one-line logger.
+    """
+
+    def __init__(self, options: TrainOptions, data, *, task_cls=None, callbacks: Sequence = (),
+                 log: Callable = print):
+        self.options = validate_options(options)
+        self.data = data
+        self.task_cls = task_cls
+        self.extra_callbacks = list(callbacks)
+        self.log = log
+        self.stop_reason = None
+        self.writer = None
+        self._built = False
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def setup(self):
+        """Everything before the first step: data check, config, seeds, precision, strategy, model, optimizer,
+        checkpoint manager, run files. Idempotent."""
+        if self._built:
+            return
+        import keras
+        import tensorflow as tf
+
+        from yolact import checkpoint
+        from yolact.training.task import YolactTask
+
+        o = self.options
+        if o.seed is not None:
+            keras.utils.set_random_seed(o.seed)
+        if o.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        if o.mixed_precision != "none":
+            keras.mixed_precision.set_global_policy(f"mixed_{o.mixed_precision}")
+        self.seed = int(o.seed) if o.seed is not None else int(time.time()) % (2**31)
+        self.strategy = make_strategy()  # before any TF op runs (collective ops are configured at startup)
+        try:
+            self.label_map = self.data.label_map
+            count = self.data.count()
+        except (OSError, ValueError) as e:
+            raise DataError(_one_line(e, 300)) from None
+        for path in count.unreadable:
+            self.log(f"(warning: {path} is corrupt; its records after the error are skipped)")
+        if count.trainable == 0:
+            raise DataError(f"{self.data.name}: none of its {count.records} training records has a non-crowd object "
+                            "(annotations missing?): nothing to train on")
+        self.log(f"{self.data.name}: {count.trainable} of {count.records} records have a non-crowd object")
+        self.cfg, resumed_cfg = resolve_config(o, self.label_map, log=self.log)
+        self.max_iter = int(self.cfg.train.max_iter)
+
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.batch_size = int(self.cfg.train.batch_size)
+        if self.batch_size % self.replicas:
+            raise OptionError(f"-batch_size {self.batch_size} is not divisible by the {self.replicas} replicas")
+        self.chief = is_chief(self.strategy)
+        self.run_dir = o.run_dir
+        # multi-worker: non-chief workers write to a private folder
+        self.ckpt_dir = self.run_dir if self.chief else os.path.join(
+            self.run_dir, f"worker_{self.strategy.cluster_resolver.task_id}")
+        self.logdir = o.logdir or os.path.join(self.run_dir, "logs")
+        self.task = (self.task_cls or YolactTask)(self.cfg, self.label_map, o, self.data.input_fn, log=self.log)
+        with self.strategy.scope():
+            self.model = self.task.build_model(self.batch_size // self.replicas)
+            self.task.initialize(self.model)
+            self.optimizer, self.inner_opt = self.task.create_optimizer(o.mixed_precision)
+            self.optimizer.build(self.model.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+        self.data_errors = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_errors")  # host-side count
+        if self.chief:
+            checkpoint.write_run_files(self.run_dir, self.cfg, self.label_map)
+            if resumed_cfg:
+                self.log(f"Resuming with {self.run_dir}/{checkpoint.CONFIG_FILENAME}")
+        self._built = True
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def _checkpoint(self, iterator=None):
+        import tensorflow as tf
+
+        from yolact.model import checkpoint_variables
+
+        # Keras 3 objects are not fully tracked by tf.train.Checkpoint: list the model's variables and the
+        # optimizer's momentum buffers explicitly.
+        items = dict(model_variables=checkpoint_variables(self.model), optimizer=self.inner_opt,
+                     momentums=list(self.inner_opt.momentums), step=self.step, skipped=self.skipped,
+                     data_errors=self.data_errors)
+        if iterator is not None:
+            items["data"] = iterator
+        ckpt = tf.train.Checkpoint(**items)
+        manager = tf.train.CheckpointManager(ckpt, self.ckpt_dir, max_to_keep=self.options.keep_checkpoints,
+                                             checkpoint_name="ckpt")
+        return ckpt, manager
+
+    def _restore(self, ckpt, manager, what="checkpoint"):
+        path = manager.latest_checkpoint
+        if path is None:
+            raise ResumeError(f"-resume: no checkpoint in {self.ckpt_dir}")
+        try:
+            ckpt.restore(path).assert_existing_objects_matched()
+        except Exception as e:  # noqa: BLE001 (corrupt files raise OpError, IndexError, ValueError...)
+            raise ResumeError(f"cannot resume from {path} ({what}: corrupt, or saved with another config, dataset, "
+                              f"batch norm setting or without -save_data_state): {_one_line(e)}") from None
+
+    def save(self, step: int, images=None) -> str:
+        """Save a checkpoint at ``step`` (and the TensorBoard prediction image of ``images``)."""
+        path = self.manager.save(checkpoint_number=step)
+        self.log(f"Saved checkpoint {path} (step {step})")
+        for cb in self.callbacks.callbacks:
+            if hasattr(cb, "on_checkpoint"):
+                cb.on_checkpoint(step, images)
+        return path
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def _make_dataset(self, start_step: int):
+        o = self.options
+        seed = self.seed if (start_step == 0 or o.save_data_state) else (self.seed + 7919 * start_step) % 2**31
+        try:
+            if self.replicas == 1 and not os.environ.get("TF_CONFIG"):
+                return self.task.build_inputs(seed), False
+            return self.strategy.distribute_datasets_from_function(
+                lambda ctx: self.task.build_inputs(seed, ctx)), True
+        except ValueError as e:
+            raise DataError(_one_line(e, 300)) from None
+
+    def _next_batch(self, iterator):
+        """The next batch, skipping and counting records that raise data errors. None when stopped meanwhile.
+
+        Raises:
+          DataError: the data yields no training image for many records in a row (data.is_starved).
+          DataFault: ``MAX_CONSECUTIVE_DATA_ERRORS`` data errors in a row, or the data ended.
+        """
+        import tensorflow as tf
+
+        errors = 0
+        while not self.model.stop_training:
+            try:
+                return next(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                raise DataFault(f"{self.data.name}: the training data ended at step {int(self.step.numpy())}"
+                                f" after {int(self.data_errors.numpy())} data errors") from None
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+                if self.data.is_starved(e):
+                    raise DataError(f"{self.data.name}: {_one_line(e).split(' [Op:')[0]}") from None
+                errors += 1
+                self.data_errors.assign_add(1)
+                self.log(f"(data error skipped, {int(self.data_errors.numpy())} so far: {type(e).__name__}: "
+                         f"{_one_line(e, 150)})")
+                if errors >= MAX_CONSECUTIVE_DATA_ERRORS:
+                    raise DataFault(f"{self.data.name}: {errors} data errors in a row at step "
+                                    f"{int(self.step.numpy())} (last: {type(e).__name__})") from None
+        return None
+
+    # -- the step --------------------------------------------------------------------------------------------
+    def _train_step_fn(self):
+        import tensorflow as tf
+
+        seed0 = tf.constant(self.seed % 2**31, tf.int64)
+
+        @tf.function
+        def train_step(batch):
+            per_replica, finite = self.strategy.run(
+                self.task.train_step, args=(batch, self.model, self.optimizer, self.step, seed0))
+            out = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+            ok = self.strategy.experimental_local_results(finite)[0]
+            self.skipped.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
+            self.step.assign_add(1)
+            out["finite"] = ok
+            return out
+
+        return train_step
+
+    def _default_callbacks(self):
+        from yolact.training import callbacks as cb
+
+        o = self.options
+        out = [cb.StopOnSignal(self), cb.ProgressLogger(self, o.print_interval), cb.PredictionImages(self)]
+        if o.val_interval:
+            out.append(cb.Validation(self, o.val_interval, self.data.val_pattern))
+        return out
+
+    # -- main loop -----------------------------------------------------------------------------------------------
+    def run(self) -> Dict:
+        """Train from the current (or resumed) step to ``cfg.train.max_iter``, or until a callback stops.
+
+        Returns:
+          dict: ``step`` (steps done), ``skipped`` (non-finite steps), ``data_errors``, ``history`` (one dict per
+          step of this run: step, lr, finite, B, C, M, S, total), ``checkpoint`` (latest), ``final_weights``
+          (None when interrupted), ``interrupted`` (None, or the signal's name / "stopped" when a callback
+          stopped training), ``run_dir``, ``lr`` (the lr at the final step).
+        Raises:
+          OptionError, DataError, ResumeError, InitError (exit 2 through utils.cli), DataFault (exit 1).
+        """
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        self.setup()
+        o = self.options
+        probe, self.manager = self._checkpoint()
+        if o.resume:  # weights, optimizer, step first; the data iterator (if saved) once it exists
+            self._restore(probe, self.manager)
+            self.log(f"Resumed from {self.manager.latest_checkpoint} at step {int(self.step.numpy())}")
+        self.start_step = start = int(self.step.numpy())
+        dataset, distributed = self._make_dataset(start)
+        iterator = iter(dataset)
+        use_data_state = o.save_data_state and not distributed
+        if o.save_data_state and distributed:
+            self.log("(-save_data_state ignored with more than one replica)")
+        ckpt, self.manager = self._checkpoint(iterator if use_data_state else None)
+        if o.resume and use_data_state:
+            self._restore(ckpt, self.manager, what="data iterator")
+        self.writer = tf.summary.create_file_writer(self.logdir) if self.chief else None
+        train_step = self._train_step_fn()
+        self.callbacks = keras.callbacks.CallbackList(self._default_callbacks() + self.extra_callbacks,
+                                                      model=self.model)
+        self.model.stop_training = False
+        history, images, step = [], None, start
+        self.log(f"Begin training! {self.cfg.name}, {self.replicas} replica(s), batch {self.batch_size}, "
+                 f"steps {start} -> {self.max_iter}, checkpoints in {self.ckpt_dir}")
+        self.callbacks.on_train_begin()
+        try:
+            while step < self.max_iter and not self.model.stop_training:
+                t0 = time.perf_counter()
+                batch = self._next_batch(iterator)
+                if batch is None:
+                    break
+                lr = float(self.task.schedule(step))
+                out = {k: v.numpy() for k, v in train_step(batch).items()}
+                images = batch[0]
+                rec = {"step": step, "lr": lr, "finite": bool(out["finite"]),
+                       **{k: float(out[k]) for k in ("B", "C", "M", "S", "total")}}
+                history.append(rec)
+                logs = dict(rec, skipped=int(self.skipped.numpy()), data_errors=int(self.data_errors.numpy()),
+                            seconds=time.perf_counter() - t0)
+                step += 1
+                self.callbacks.on_train_batch_end(step - 1, logs)
+                if step % o.save_interval == 0 and step < self.max_iter:
+                    self.save(step, images)
+        except (DataError, DataFault) as e:
+            if step > start:
+                e.args = (f"{e.args[0]}; saved {self.save(step, images)}",)
+            raise
+        finally:
+            self.callbacks.on_train_end()
+        interrupted = None
+        if step < self.max_iter:
+            interrupted = self.stop_reason or "stopped"
+        path = self.save(step, images)
+        final = None
+        if interrupted is None:
+            final = os.path.join(self.ckpt_dir, f"{self.cfg.name}_{step}.weights.h5")
+            self.model.save_weights(final)
+            self.log(f"Final weights: {final}")
+        if self.writer is not None:
+            self.writer.flush()
+        return {"step": step, "skipped": int(self.skipped.numpy()), "data_errors": int(self.data_errors.numpy()),
+                "history": history, "final_weights": final, "checkpoint": path, "interrupted": interrupted,
+                "run_dir": self.run_dir, "lr": float(np.float32(self.task.schedule(step)))}
+
+
+def train(options: TrainOptions, data, **kwargs) -> Dict:
+    """``Trainer(options, data, **kwargs).run()``: the library entry point (see :class:`Trainer`)."""
+    return Trainer(options, data, **kwargs).run()
+
+
+__all__ = ["Trainer", "train", "DataError", "DataFault", "ResumeError", "MAX_CONSECUTIVE_DATA_ERRORS",
+           "make_strategy", "is_chief"]
