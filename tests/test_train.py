@@ -56,8 +56,8 @@ class NanLossTask:
         from yolact.training.task import YolactTask
 
         class _Task(YolactTask):
-            def compute_loss(self, outputs, targets, seed, step):
-                losses = super().compute_loss(outputs, targets, seed, step)
+            def compute_loss(self, outputs, targets, seed, step, maskiou_net=None):
+                losses = super().compute_loss(outputs, targets, seed, step, maskiou_net)
                 hit = tf.reduce_any(tf.equal(step, tf.constant(sorted(nan_steps) or [-1], tf.int64)))
                 losses["total"] = losses["total"] * tf.where(hit, float("nan"), 1.0)
                 return losses
@@ -299,7 +299,7 @@ def test_short_real_training_lowers_the_loss(records, tmp_path, shared_dir):
 def test_checkpoint_holds_every_model_weight(records, tmp_path):
     """A training checkpoint restored by the inference loader gives exactly the trained weights (all of them)."""
     from yolact.model import checkpoint_variables
-    from yolact.predictor import load_model
+    from yolact.checkpoint import load_model
 
     t, s = _run(_opts(records, tmp_path / "w", train_iter=2, deterministic=False, save_data_state=False))
     trained = checkpoint_variables(t.model)

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-LOSS_NAMES = {"B": "B", "C": "C", "M": "M", "S": "S", "T": "total"}
+LOSS_NAMES = {"B": "B", "C": "C", "M": "M", "S": "S", "I": "I", "T": "total"}  # I: YOLACT++ mask IoU
 
 
 class ProgressLogger(keras.callbacks.Callback):
@@ -47,13 +47,15 @@ class ProgressLogger(keras.callbacks.Callback):
         speed = f"{t.cfg.train.batch_size / sec:.2f}" if sec else "-"
         eta = str(datetime.timedelta(seconds=int((t.max_iter - step) * sec))) if sec else "?"
         errors = f" | data errors: {data_errors}" if data_errors else ""
-        t.log(f"[{step:7d}] B: {avg['B']:.3f} | C: {avg['C']:.3f} | M: {avg['M']:.3f} | S: {avg['S']:.3f} | "
-              f"T: {avg['T']:.3f} || lr: {logs['lr']:.6g} | {speed} img/s | ETA: {eta}{errors}")
+        shown = [k for k in LOSS_NAMES if k != "I" or t.cfg.model.use_maskiou]
+        losses = " | ".join(f"{k}: {avg[k]:.3f}" for k in shown)
+        t.log(f"[{step:7d}] {losses} || lr: {logs['lr']:.6g} | {speed} img/s | ETA: {eta}{errors}")
         if t.writer is None:
             return
         with t.writer.as_default():
             for short, key in LOSS_NAMES.items():
-                tf.summary.scalar(f"loss/{key if short != 'T' else 'total'}", avg[short], step=step)
+                if short in shown:
+                    tf.summary.scalar(f"loss/{key}", avg[short], step=step)
             tf.summary.scalar("lr", logs["lr"], step=step)
             tf.summary.scalar("skipped_steps", skipped, step=step)
             tf.summary.scalar("data_errors", data_errors, step=step)

@@ -137,17 +137,18 @@ class YolactTask:
         return self.input_fn(self.cfg, self.cfg.train.batch_size, seed, self.options.shuffle, input_context)
 
     # -- losses and steps ------------------------------------------------------------------------------------
-    def build_losses(self, outputs, targets, seed) -> Dict[str, tf.Tensor]:
-        """This replica's loss sums and counts (yolact/losses.py ``loss_sums``)."""
-        return loss_sums(outputs, targets, self.cfg, seed=seed)
+    def build_losses(self, outputs, targets, seed, maskiou_net=None) -> Dict[str, tf.Tensor]:
+        """This replica's loss sums and counts (yolact/losses.py ``loss_sums``; YOLACT++'s ``I`` needs the model's
+        ``maskiou_net``)."""
+        return loss_sums(outputs, targets, self.cfg, seed=seed, maskiou_net=maskiou_net)
 
-    def compute_loss(self, outputs, targets, seed, step) -> Dict[str, tf.Tensor]:
-        """The four losses (B, C, M, S) and ``total`` of this replica, divided by the positives and images of the
+    def compute_loss(self, outputs, targets, seed, step, maskiou_net=None) -> Dict[str, tf.Tensor]:
+        """The losses (B, C, M, S and YOLACT++'s I) and ``total`` of this replica, divided by the positives and images of the
         GLOBAL batch (all-reduced across replicas), so that the sum over replicas equals the single-device loss.
         Must run in a replica context. ``step`` (int64 scalar) is the global step."""
         del step
         ctx = tf.distribute.get_replica_context()
-        sums = self.build_losses(outputs, targets, seed)
+        sums = self.build_losses(outputs, targets, seed, maskiou_net)
         gpos, gbatch = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [sums["num_pos"], sums["batch_size"]])
         losses = normalize_losses(sums, gpos, gbatch)
         losses["num_pos"] = sums["num_pos"]
@@ -159,7 +160,7 @@ class YolactTask:
         ``optimizer.step()``).
 
         Returns:
-          ``(logs, finite)``: logs B, C, M, S, total (float32), num_pos; finite a bool scalar.
+          ``(logs, finite)``: logs B, C, M, S, I, total (float32), num_pos; finite a bool scalar.
         """
         images, targets = inputs
         ctx = tf.distribute.get_replica_context()
@@ -169,7 +170,7 @@ class YolactTask:
         loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
-            losses = self.compute_loss(outputs, targets, seed, step)
+            losses = self.compute_loss(outputs, targets, seed, step, maskiou_net=model.maskiou_net)
             loss = losses["total"]
             scaled = optimizer.scale_loss(loss) if loss_scaled else loss
         grads = tape.gradient(scaled, variables)

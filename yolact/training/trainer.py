@@ -277,6 +277,8 @@ class Trainer:
         import numpy as np
         import tensorflow as tf
 
+        from yolact.losses import LOSS_KEYS
+
         self.setup()
         o = self.options
         probe, self.manager = self._checkpoint()
@@ -311,7 +313,7 @@ class Trainer:
                 out = {k: v.numpy() for k, v in train_step(batch).items()}
                 images = batch[0]
                 rec = {"step": step, "lr": lr, "finite": bool(out["finite"]),
-                       **{k: float(out[k]) for k in ("B", "C", "M", "S", "total")}}
+                       **{k: float(out[k]) for k in (*LOSS_KEYS, "total")}}
                 history.append(rec)
                 logs = dict(rec, skipped=int(self.skipped.numpy()), data_errors=int(self.data_errors.numpy()),
                             seconds=time.perf_counter() - t0)
