@@ -5,16 +5,31 @@ plus weights_delta.npz (DCN offsets/masks/biases, 9-anchor head, mask-IoU net). 
 per module (``plus_run``); everything else is fed the fixture's own tensors.
 
 Feature tolerance. The README asks for relative L2 error <= 1e-4 and expects 1e-6..1e-5 from a float32 port. On
-this fixture float32 itself is not that precise: our float32 forward differs from OUR OWN float64 forward (same
-code, ``keras.config.set_dtype_policy("float64")``) by C5 3.4e-4, P3 1.1e-4, P7 3.6e-4, conf 1.2e-4 (relative L2),
-and our float64 forward differs from the (float32) reference by C5 3.0e-4, P3 9.6e-5, P7 3.3e-4, conf 1.1e-4: the
-reference carries float32 rounding of the same size. The 13 DCNs amplify rounding (bilinear sampling of a
-high-frequency random backbone whose deep BatchNorm z-scores shrink to std 0.5, see the fixture README): the error
-grows from C3 (RMS 4e-7) over C4 (8e-6) to C5. The tests therefore use 1e-3 for the features and head outputs
-(measured float32 vs reference: 1.0e-4 .. 4.0e-4); a layout error (offsets dy/dx swapped, [dy..., dx...], border
-clamping, wrong anchor order) gives errors of 1e-1 .. 1. The first DCN layer, whose input comes from the DCN-free
-C2, is checked at the README's 1e-4 (offset/mask statistics), and so are the losses and detections fed the
-fixture's own tensors.
+this fixture float32 itself is not that precise, and the gap is not a port error (investigated layer by layer):
+
+* Our float32 forward vs OUR OWN float64 forward (same code, ``keras.config.set_dtype_policy("float64")``), our
+  float64 vs the (float32) reference, our float32 vs the reference (relative L2): C5 3.4e-4 / 3.0e-4 / 3.7e-4, P3
+  1.1e-4 / 9.6e-5 / 1.2e-4, P4 1.7e-4 / 1.6e-4 / 1.9e-4, P5..P7 3.5..3.6e-4 / 3.2..3.3e-4 / 3.9..4.0e-4, proto, loc,
+  conf, mask, segm 0.9..1.2e-4 / 0.8..1.1e-4 / 1.0..1.4e-4. The reference sits as far from float64 as we do: it
+  carries float32 rounding of the same size, and there is no systematic difference above that noise.
+* The error grows steadily through the 13 DCN blocks, not at one layer: DCN input, ours float32 vs float64, 1.4e-6
+  (layers.1.0), 3.8e-6, 7.4e-6, 1.2e-5, 1.9e-5, 3.6e-5, 6.1e-5, 8.6e-5, 1.2e-4, 1.5e-4, 1.8e-4 (layers.3.0),
+  2.9e-4, 3.8e-4 (layers.3.2); tensors C3 1.4e-5, C4 1.3e-4, C5 3.4e-4. (The C3/C4 channel statistics match to
+  4e-7 / 8e-6 only because they average the noise out; they are no tensor errors.)
+* The amplifier is the offsets' sensitivity. In float64, a relative perturbation of 1e-6 of C2 grows to 2.9e-4 at
+  C5 with live DCNs (offsets change by up to 1.1e-3 px), to only 4.0e-6 with the offsets / masks frozen at their
+  unperturbed values, and to 1.6e-5 with the DCNs set to the identity (= the r50 network, whose fixture float32
+  reaches ~1e-5). Each DCN re-samples a high-frequency random feature map at positions that depend on the features
+  themselves, so a relative feature error becomes a position error that the sampling turns into a larger one.
+* All 13 rows of ``dcn_layer_stats`` agree (test below): the ``frac_*`` counts (which decide stride, padding,
+  ``h_in = y*stride - pad``, the ``-1 < h < H`` and per-corner rules) are identical in every layer, incl. the
+  stride-2 layers.3.0; the aggregate columns (input RMS, offset mean / std, mask mean / std) agree to <= 4e-6. Only
+  the single-element order statistics (offset |median| / p95 / max, mask min / max) carry the per-element noise:
+  <= 2.1e-5 up to layers.2.1, then up to 5.3e-4 (ours float32 vs float64: 5.2e-4), first above 1e-4 at layers.2.3.
+
+Bounds: three times the measured float32 noise floor (ours float32 vs float64) per output, ``FEATURE_TOL``; a layout
+error (offsets dy/dx swapped, [dy..., dx...], border clamping, wrong anchor order) gives errors of 1e-1 .. 1. Losses
+and detections fed the fixture's own tensors are checked at the README's tolerances.
 """
 
 import dataclasses
@@ -36,7 +51,9 @@ from yolact.ops.anchors import level_offsets, make_anchors
 
 CFG = get_config("yolact_plus_resnet50")
 PARITY_KEYS = ("C5", "P3", "P4", "P5", "P6", "P7", "proto", "loc", "conf", "mask", "segm")
-FEATURE_TOL = 1e-3  # float32 noise floor of this fixture, see the module docstring
+# 3x the float32 noise floor (ours float32 vs float64) of each output, see the module docstring
+FEATURE_TOL = {"C5": 1e-3, "P3": 4e-4, "P4": 6e-4, "P5": 1e-3, "P6": 1e-3, "P7": 1e-3, "proto": 4e-4, "loc": 4e-4,
+               "conf": 4e-4, "mask": 4e-4, "segm": 4e-4}
 DCN_BLOCKS_R50 = [(1, b) for b in range(4)] + [(2, b) for b in range(6)] + [(3, b) for b in range(3)]
 
 
@@ -120,7 +137,7 @@ def test_forward_matches_original(plus_run, plus_outputs, key):
     assert out[key].shape == ref.shape and out[key].dtype == np.float32
     err = rel_err(out[key], ref)
     print(f"{key}: relative L2 error {err:.3g}")
-    assert err <= FEATURE_TOL
+    assert err <= FEATURE_TOL[key]
 
 
 @pytest.mark.parametrize("key", ["C3", "C4"])
@@ -132,26 +149,64 @@ def test_backbone_channel_statistics_match_original(plus_run, plus_outputs, key)
     assert rel_err(rms, plus_outputs[f"{key}_channel_rms"]) <= 1e-4
 
 
-def test_first_dcn_layer_offsets_and_masks_match_original(plus_run, plus_outputs, fixture_inputs):
-    """backbone.layers.1.0.conv2 (input from the DCN-free C2): input RMS and the offset / mask statistics columns of
-    dcn_layer_stats to 1e-4 abs; checks the conv_offset_mask layout (27 channels, dy/dx interleaved, mask last)."""
+def _dcn_stats_row(inp, raw, stride):
+    """One ``dcn_layer_stats`` row as make_reference_plus_r50.py ``dcn_layer_stats`` computes it (positions in
+    float32, unbiased std, lower median, ``kthvalue(int(0.95 n))``) from the DCN input [1, H, W, C] and the
+    conv_offset_mask output [1, Ho, Wo, 27]."""
+    height, width = inp.shape[1:3]
+    out_h, out_w = raw.shape[1:3]
+    off = raw[0, ..., :18].astype(np.float32)
+    msk = 1.0 / (1.0 + np.exp(-raw[0, ..., 18:].astype(np.float64)))
+    tap_i, tap_j = np.repeat(np.arange(3), 3), np.tile(np.arange(3), 3)
+    base_h = (np.arange(out_h)[:, None, None] * stride - 1 + tap_i).astype(np.float32)
+    base_w = (np.arange(out_w)[None, :, None] * stride - 1 + tap_j).astype(np.float32)
+    h, w = base_h + off[..., 0::2], base_w + off[..., 1::2]
+    inside = (h > -1) & (w > -1) & (h < height) & (w < width)
+    full = (h >= 0) & (w >= 0) & (h <= height - 1) & (w <= width - 1)
+    base_in = (base_h >= 0) & (base_w >= 0) & (base_h <= height - 1) & (base_w <= width - 1)
+    a = np.sort(np.abs(off.astype(np.float64)).ravel())
+    return np.array([np.sqrt((inp.astype(np.float64) ** 2).mean()), off.mean(dtype=np.float64),
+                     off.std(ddof=1, dtype=np.float64), a[(a.size - 1) // 2], a[int(0.95 * a.size) - 1], a[-1],
+                     (~inside).mean(), (inside & ~full).mean(), (base_in & ~inside).mean(),
+                     msk.mean(), msk.std(ddof=1), msk.min(), msk.max()])
+
+
+def test_dcn_layer_stats_match_original(plus_run, plus_outputs, fixture_inputs):
+    """All 13 rows of dcn_layer_stats (backbone.layers.{1.0..1.3, 2.0..2.5, 3.0..3.2}.conv2) from our own forward.
+
+    Columns: 0 input RMS, 1-5 offset mean / std / |median| / |p95| / |max|, 6-8 fraction of samples outside /
+    partial / outside due to the offset, 9-12 mask mean / std / min / max. The fractions (positions, stride,
+    padding, inside and corner rules) may differ by two of the 9*Ho*Wo samples (measured: identical in every layer;
+    a few samples lie closer to a -1 / 0 / H-1 / H boundary than the float32 offset noise, down to 5e-6 px;
+    a wrong stride, padding or rule moves hundreds); the aggregates to the README's
+    1e-4 abs (measured <= 4e-6; input RMS relative, measured <= 7e-7); the single-element order statistics to 1e-4
+    up to layers.2.1 (measured <= 2.1e-5) and 1e-3 from layers.2.2 on, where they carry the float32 noise the DCNs
+    amplify (measured up to 5.3e-4, ours float32 vs float64 5.2e-4; see the module docstring).
+    """
     model, _, _ = plus_run
     bb = model.backbone
     x = tf.nn.relu(bb.bn1(bb.conv1(bb.stem_pad(fixture_inputs["input"][:1])), training=False))
     x = bb.pool(bb.pool_pad(x))
-    for block in bb.blocks[:3]:
+    rows, shapes = [], []
+    for block in bb.blocks:
+        if block.use_dcn:
+            inp = tf.nn.relu(block.bn1(block.conv1(x), training=False))
+            raw = block.conv2.conv_offset_mask(tf.pad(inp, [[0, 0], [1, 1], [1, 1], [0, 0]]))
+            rows.append(_dcn_stats_row(inp.numpy(), raw.numpy(), block.stride))
+            shapes.append((inp.shape[1], raw.shape[1]))
         x = block(x, training=False)
-    block = bb.blocks[3]
-    assert bb._index[3] == (1, 0) and block.use_dcn
-    inp = tf.nn.relu(block.bn1(block.conv1(x), training=False))
-    raw = block.conv2.conv_offset_mask(tf.pad(inp, [[0, 0], [1, 1], [1, 1], [0, 0]])).numpy().astype(np.float64)
-    assert raw.shape == (1, 69, 69, 27)
-    off, msk = raw[..., :18], 1.0 / (1.0 + np.exp(-raw[..., 18:]))
-    a = np.sort(np.abs(off).ravel())
-    ours = [np.sqrt((inp.numpy().astype(np.float64) ** 2).mean()), off.mean(), off.std(ddof=1),
-            a[(a.size - 1) // 2], a[int(0.95 * a.size) - 1], a[-1], msk.mean(), msk.std(ddof=1), msk.min(), msk.max()]
-    ref = plus_outputs["dcn_layer_stats"][0, [0, 1, 2, 3, 4, 5, 9, 10, 11, 12]]
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4)
+    ours, ref = np.array(rows), plus_outputs["dcn_layer_stats"].astype(np.float64)
+    assert ours.shape == ref.shape == (13, 13)
+    assert [r[0] for r in zip(bb._index, bb.blocks) if r[1].use_dcn] == DCN_BLOCKS_R50
+    for row, name in enumerate(f"layers.{i}.{b}" for i, b in DCN_BLOCKS_R50):
+        err = np.abs(ours[row] - ref[row])
+        err[0] /= ref[row, 0]
+        print(name, " ".join(f"{e:.1e}" for e in err))
+        assert err[0] <= 1e-5 and err[[1, 2, 9, 10]].max() <= 1e-4, name  # aggregates
+        assert err[6:9].max() <= 2.0 / (9 * shapes[row][1] ** 2) + 1e-7, name  # event counts, +-2 samples
+        assert err[[3, 4, 5, 11, 12]].max() <= (1e-4 if row < 6 else 1e-3), name  # order statistics
+    # the stride-2 blocks (README table: 138 -> 69, 69 -> 35, 35 -> 18, torch's output-size rule)
+    assert [shapes[r] for r in (0, 4, 10)] == [(138, 69), (69, 35), (35, 18)]
 
 
 # ------------------------------------------------------------------------------------------------ matching, losses
