@@ -37,6 +37,10 @@ import os
 import shutil
 import tempfile
 
+from utils import cli
+
+cli.quiet_startup(__name__)  # before anything imports TensorFlow (acts only when run as a program)
+
 from absl import flags
 
 from utils.cli import UserError, run

@@ -25,6 +25,10 @@ from __future__ import annotations
 import os
 import time
 
+from utils import cli
+
+cli.quiet_startup(__name__)  # before anything imports TensorFlow (acts only when run as a program)
+
 from absl import flags
 
 from utils.cli import FaultError, UserError, run

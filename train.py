@@ -20,9 +20,12 @@ import dataclasses
 import json
 import os
 
+from utils import cli
+
+cli.quiet_startup(__name__)  # before anything imports TensorFlow (acts only when run as a program)
+
 from absl import flags
 
-from utils import cli
 from utils.flags_util import DEFINE_number
 from yolact.training.options import MIXED_PRECISION, TrainOptions, validate_options
 

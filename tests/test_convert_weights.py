@@ -207,20 +207,20 @@ def test_cli_converts_lite0_pth(tmp_path, shared_dir):
 
 def test_cli_bad_arguments_give_one_line_errors(tmp_path, shared_dir):
     proc = _run_cli("-src", str(shared_dir / LITE0_NPZ), "-config", "yolact_efficientnet_lite0", "-out", "x.h5")
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "convert_weights: error: -out must end with .weights.h5 (Keras 3 weights format), got x.h5"
-    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [  # quiet start: the one line is all of stderr
+        "utils.convert_weights: error: -out must end with .weights.h5 (Keras 3 weights format), got x.h5"
+    ]
     assert "Traceback" not in proc.stderr
     out = tmp_path / "r50.weights.h5"
     proc = _run_cli("-src", str(shared_dir / LITE0_NPZ), "-config", "yolact_resnet50", "-out", str(out))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "convert_weights: error: state_dict (efficientnet_lite) does not fit config 'yolact_resnet50'" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "utils.convert_weights: error: state_dict (efficientnet_lite) does not fit config 'yolact_resnet50'" in proc.stderr
     assert not out.exists() and not (tmp_path / "config.json").exists()
     proc = _run_cli("-src", str(shared_dir / LITE0_NPZ), "-config", "yolact_efficientnet_lite0", "-num_classes", "5",
                     "-out", str(out))
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
-        "convert_weights: error: 5 classes: pass -label_map (COCO's 80 categories are assumed only for 81-class "
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "utils.convert_weights: error: 5 classes: pass -label_map (COCO's 80 categories are assumed only for 81-class "
         "models)")
 
 

@@ -47,10 +47,10 @@ from __future__ import annotations
 import collections
 import pathlib
 import re
-import sys
 
 import numpy as np
 
+from utils import cli
 from utils import torch_pickle
 
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -336,13 +336,12 @@ def main(argv):
 
     f = flags.FLAGS
     if len(argv) > 1:
-        raise SystemExit(f"convert_weights: unexpected arguments {argv[1:]}")
+        raise cli.UserError(f"unexpected arguments {argv[1:]}")
     try:
         summary = convert_file(f.src, f.config, f.out, num_classes=f.num_classes, backbone_only=f.backbone_only,
                                label_map_path=f.label_map)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"convert_weights: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise cli.UserError(str(exc)) from None
     what = "backbone only" if summary["kind"] != "yolact" or f.backbone_only else "full model"
     print(
         f"converted {summary['loaded']} tensors ({summary['kind']}, {what}) from {f.src} "
@@ -363,7 +362,6 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
-
+    cli.quiet_startup(__name__)  # before TensorFlow is imported (main() imports it lazily)
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -107,11 +107,14 @@ def resolve_run(checkpoint: Optional[str], config_name: Optional[str] = None, im
       config_name, img_size, label_map_path: explicit flags; each must agree with the saved files when both exist.
 
     Raises:
-      RunFilesError: no saved config and no ``config_name``; unreadable files; an explicit value that contradicts
+      RunFilesError: ``checkpoint`` does not exist; no saved config and no ``config_name``; unreadable files; an explicit value that contradicts
         the saved config or label map (one-line message naming both values).
     """
     from config import get_config
 
+    if checkpoint and not (os.path.exists(checkpoint) or os.path.exists(f"{checkpoint}.index")):
+        raise RunFilesError(f"checkpoint not found: {checkpoint} (expected a run folder, a checkpoint prefix or a "
+                            ".weights.h5)")
     folder = run_dir_of(checkpoint) if checkpoint else None
     saved_cfg = None
     if folder and os.path.isfile(os.path.join(folder, CONFIG_FILENAME)):
