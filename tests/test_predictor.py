@@ -31,6 +31,7 @@ def test_predictor_reproduces_original_detections(model, fixture_inputs, fixture
         ref_masks = fixture_outputs[f"det{k}_masks"].astype(bool)
         assert len(res["classes"]) == len(ref_cls) == 100
         np.testing.assert_array_equal(res["classes"], ref_cls)
+        np.testing.assert_array_equal(res["category_ids"], np.asarray(coco_label_map().ids)[ref_cls])
         np.testing.assert_allclose(res["scores"], fixture_outputs[f"det{k}_score"], atol=1e-4, rtol=0)
         # Boxes are truncated to integer pixels; float rounding of our forward may cross one boundary.
         assert np.abs(res["boxes"].astype(np.int64) - ref_box).max() <= 1
@@ -41,3 +42,20 @@ def test_predictor_reproduces_original_detections(model, fixture_inputs, fixture
         iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
         assert iou.min() >= 0.99, iou.min()
         assert (masks != ref_masks).mean() <= 1e-4
+
+
+def test_model_detect_reproduces_original_detections(model, fixture_inputs, fixture_outputs):
+    """``Yolact.detect`` (network + the model's DetectionGenerator, masks upsampled in the layer) on the one
+    preprocessing gives the original's detections of image1."""
+    from yolact.ops.preprocess import eval_preprocess
+
+    cfg, m = model
+    image = fixture_inputs["image1"]
+    h, w = image.shape[:2]
+    dets = m.detect(eval_preprocess(image, cfg)[None], output_size=(h, w))
+    assert int(dets["num_detections"][0]) == 100
+    np.testing.assert_array_equal(dets["classes"][0].numpy(), fixture_outputs["det1_class"])
+    np.testing.assert_allclose(dets["scores"][0].numpy(), fixture_outputs["det1_score"], atol=1e-4, rtol=0)
+    masks = dets["masks"][0].numpy() > 0.5
+    assert masks.shape == fixture_outputs["det1_masks"].shape
+    assert (masks != fixture_outputs["det1_masks"].astype(bool)).mean() <= 1e-4

@@ -39,6 +39,7 @@ DETECTIONS_FILE = "detections.json"
 BBOX_FILE = "bbox_detections.json"
 MASK_FILE = "mask_detections.json"
 METRICS_FILE = "metrics.json"
+MAX_SKIPPED_SHOWN = 10  # skipped files listed by evaluate_dataset, the rest counted
 
 
 class NoImagesEvaluated(ValueError):
@@ -262,13 +263,17 @@ def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_patte
                                          skipped):
         results.extend(detections_to_coco(image_id, result))
         done.append(image_id)
-    for line in skipped:
-        print(f"skipped: {line}")
     source = image_dir if image_dir is not None else tfrecord_pattern
     expected = max(expected, len(done))  # TFRecords may hold images the json does not annotate
-    if not done:
+    if done:  # after the progress bar; with nothing evaluated the error below says it in one line
+        for line in skipped[:MAX_SKIPPED_SHOWN]:
+            print(f"skipped: {line}")
+        if len(skipped) > MAX_SKIPPED_SHOWN:
+            print(f"skipped: ... and {len(skipped) - MAX_SKIPPED_SHOWN} more")
+    else:
         raise NoImagesEvaluated(f"evaluated 0 of {expected} images: none of the annotated images of "
-                                f"{getattr(annotations_file, 'name', annotations_file)} was found in {source}")
+                                f"{annotations_file if isinstance(annotations_file, (str, os.PathLike)) else 'the annotations'} "
+                                f"was found in {source}")
     if verbose or len(done) < expected:
         print(f"evaluated {len(done)} of {expected} images, {len(results)} detections")
     metrics = evaluate_results(coco_gt, results, None, image_ids=done, verbose=verbose)

@@ -31,7 +31,7 @@ def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_name
 
     Args:
       image: uint8 RGB [H, W, 3] (not modified).
-      result: :func:`yolact.masks.postprocess` dict (``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
+      result: :func:`yolact.detection.postprocess` dict (``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
         int [n] 0-based, ``scores`` [n] sorted descending, ``masks`` uint8 [n, H, W]).
       class_names: name of each 0-based class.
       score_threshold: draw detections with score > this; top_k: at most this many (the best ones).

@@ -10,8 +10,9 @@ Usage::
 original: layers/functions/detection.py Detect (fast_nms, cc_fast_nms, traditional_nms); box decoding and IoU come
 from yolact/ops/box_ops.py (the original's decode, jaccard); shared/docs/yolact_reference.md §8.
 
-Everything here is graph code with static shapes so that it batches, exports to a SavedModel and (for the two
-Fast NMS variants) compiles with XLA. Where the original returns a variable number of detections we return
+The NMS, the layer and the output conversion are graph code with static shapes so that they batch, export to a
+SavedModel and (the two Fast NMS variants) compile with XLA; :func:`postprocess` is the Predictor's eager per-image
+step (selection of the shown detections, numpy out). Where the original returns a variable number of detections we return
 ``D = cfg.detection.max_num_detection`` rows sorted by descending score, padded with score 0, class 0, box 0 and
 coefficients 0; ``num_detections`` tells how many rows are real.
 
