@@ -217,6 +217,18 @@ def test_export_bad_deploy_flags_are_one_line(tmp_path, flags, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["-model", "/nonexistent/yolact.tflite"], "model not found: /nonexistent/yolact.tflite"),
+    (["-model", "README.md"], "unknown model type"),
+    (["-model", "x.onnx", "-checkpoint", "x.weights.h5"], "give exactly one of -checkpoint"),
+    (["-model", "x.onnx", "-precision", "bfloat16"], "-precision applies to -checkpoint"),
+])
+def test_inference_bad_model_flags_are_one_line(flags, message, media_dir):
+    r = _cli(["inference.py", *flags, "-image", str(media_dir / "000000020247.jpg")], expect=2, timeout=300)
+    err = r.stderr.strip().splitlines()
+    assert err[-1].startswith("inference.py: error: ") and message in err[-1], r.stderr[-2000:]
+
+
 def _box_ious(box, boxes):
     """IoU of one pixel box [x1, y1, x2, y2] with boxes [n, 4]."""
     box, boxes = np.asarray(box, float), np.asarray(boxes, float)
