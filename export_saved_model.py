@@ -25,6 +25,20 @@ original's crop at prototype resolution, then bilinear upsampling), ``> 0.5`` is
 ``num_detections`` are zero. Serving needs only TensorFlow (no project code). ``config.json`` and
 ``label_map.json`` (yolact/checkpoint.py write_run_files) are written next to the SavedModel files.
 
+Deployment beyond TensorFlow (yolact/deploy/, contract in yolact/deploy/graph.py: input ``images`` uint8
+[1, S, S, 3] already resized to S × S with bilinear interpolation, the same five outputs except
+``detection_masks`` [1, D, Hp, Wp] at prototype resolution, to be upsampled by the caller; Fast NMS and masks
+inside the models, TFLite builtin ops only)::
+
+    python export_saved_model.py -checkpoint weights/my_run -export_dir exported/mine \
+        -tflite float32,float16,int8 -representative_data 'tfrecords/val*.tfrecord*' -onnx
+
+writes ``yolact_float32.tflite``, ``yolact_float16.tflite``, ``yolact_int8.tflite`` (full-integer post-training
+quantization calibrated on the first ``-representative_images`` (100) images of ``-representative_data``, with
+the eval preprocessing) and ``yolact.onnx`` (tf2onnx, opset 17, checked with onnx.checker) beside the SavedModel.
+``inference.py -model EXPORT_DIR/yolact_int8.tflite ...`` runs any of them. An unknown precision, int8 without
+``-representative_data`` or a glob that matches nothing: one line, exit 2, before anything is loaded.
+
 The export is written into a temporary folder beside ``-export_dir`` and renamed into place when complete. An
 existing non-empty ``-export_dir`` is refused (exit 2) unless ``-overwrite`` is given; then the old export is
 renamed aside, the new one renamed in, and the old one deleted, so an interrupted export never leaves a
@@ -36,6 +50,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Optional
 
 from utils import cli
 
@@ -51,6 +66,11 @@ define_model_flags()
 flags.DEFINE_string("export_dir", None, "output folder of the SavedModel (refused if non-empty, see -overwrite)")
 flags.DEFINE_boolean("overwrite", False, "replace an existing non-empty -export_dir (atomically)")
 flags.DEFINE_boolean("xla_nms", True, "compile Fast NMS with XLA inside the SavedModel")
+flags.DEFINE_string("tflite", None, "also write TFLite models: comma-separated float32, float16, int8 "
+                    "(EXPORT_DIR/yolact_<precision>.tflite; contract in yolact/deploy/graph.py)")
+flags.DEFINE_string("representative_data", None, "int8 calibration: glob of TFRecords (data/coco_tfrecord_creator.py)")
+flags.DEFINE_integer("representative_images", 100, "int8 calibration: number of images read from -representative_data")
+flags.DEFINE_boolean("onnx", False, "also write EXPORT_DIR/yolact.onnx (tf2onnx, opset 17)")
 
 
 def build_serving_module(model, cfg, label_map, jit: bool = True):
@@ -117,7 +137,8 @@ def _move_into_place(tmp: str, export_dir: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export(cfg, checkpoint, export_dir, label_map, jit: bool = True, overwrite: bool = False) -> str:
+def export(cfg, checkpoint, export_dir, label_map, jit: bool = True, overwrite: bool = False,
+           deployables: Optional[dict] = None) -> str:
     """Load weights, build the serving module and write the SavedModel + config.json + label_map.json into
     ``export_dir`` atomically (temporary folder beside it, then renamed); returns ``export_dir``.
 
@@ -125,6 +146,8 @@ def export(cfg, checkpoint, export_dir, label_map, jit: bool = True, overwrite: 
       cfg, label_map: the model's config and label map (``yolact.checkpoint.resolve_run``).
       checkpoint: weights for :func:`yolact.checkpoint.load_model`.
       export_dir: target folder; jit: XLA Fast NMS; overwrite: replace a non-empty ``export_dir``.
+      deployables: keyword arguments of :func:`yolact.deploy.export.write_deployables` (``tflite_precisions``,
+        ``representative``, ``onnx``): TFLite / ONNX files written into the same folder before it is renamed.
 
     Raises:
       FileExistsError: ``export_dir`` is not empty and ``overwrite`` is False (checked before any work).
@@ -149,6 +172,10 @@ def export(cfg, checkpoint, export_dir, label_map, jit: bool = True, overwrite: 
     try:
         tf.saved_model.save(module, tmp, signatures=signatures)
         write_run_files(tmp, cfg, label_map)
+        if deployables:
+            from yolact.deploy.export import write_deployables
+
+            write_deployables(model, cfg, label_map, tmp, **deployables)
         _move_into_place(tmp, export_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left if something failed before the rename
@@ -167,11 +194,47 @@ def main(argv):
         if _is_nonempty_dir(FLAGS.export_dir) and not FLAGS.overwrite:  # refuse before loading anything
             raise FileExistsError(f"{FLAGS.export_dir} exists and is not empty: pass -overwrite to replace it")
         cfg, label_map, _ = resolve_run(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map)
-        export(cfg, FLAGS.checkpoint, FLAGS.export_dir, label_map, FLAGS.xla_nms, FLAGS.overwrite)
+        deployables, calibration = _deployables(cfg)
+        export(cfg, FLAGS.checkpoint, FLAGS.export_dir, label_map, FLAGS.xla_nms, FLAGS.overwrite, deployables)
     except (ValueError, OSError) as e:  # RunFilesError, CheckpointError, FileExistsError, unwritable folder
         raise UserError(str(e).splitlines()[0]) from None
     print(f"exported {cfg.name} ({cfg.img_size}x{cfg.img_size}) to {FLAGS.export_dir}: signatures serving_default "
           "(images uint8 [B,H,W,3]) and serving_bytes (image_bytes string); config.json and label_map.json beside")
+    for name in sorted(os.listdir(FLAGS.export_dir)):
+        if name.endswith((".tflite", ".onnx")):
+            size_mb = os.path.getsize(os.path.join(FLAGS.export_dir, name)) / 2**20
+            print(f"  {name}: {size_mb:.1f} MB, input images uint8 [1,{cfg.img_size},{cfg.img_size},3]"
+                  + (f", int8 calibrated on {calibration['images']} images of {FLAGS.representative_data}"
+                     if name.endswith("int8.tflite") else ""))
+
+
+def _deployables(cfg):
+    """(write_deployables kwargs, calibration counter) from -tflite / -representative_data / -onnx, checked before
+    anything is loaded.
+
+    Raises:
+      ValueError: unknown precision; int8 without -representative_data or with a glob that matches nothing.
+    """
+    from yolact.deploy.tflite import parse_precisions
+
+    precisions = parse_precisions(FLAGS.tflite) if FLAGS.tflite else []
+    calibration = {"images": 0}
+    representative = None
+    if "int8" in precisions:
+        if not FLAGS.representative_data:
+            raise ValueError("-tflite int8 needs -representative_data 'GLOB' (TFRecords of calibration images)")
+        from data.parser import eval_dataset
+        from yolact.deploy.tflite import denormalized_images
+
+        dataset = eval_dataset(FLAGS.representative_data, cfg, batch_size=1).take(FLAGS.representative_images)
+
+        def representative():
+            calibration["images"] = 0
+            for image in denormalized_images((images for images, _ in dataset), cfg):
+                calibration["images"] += 1
+                yield image
+
+    return {"tflite_precisions": precisions, "representative": representative, "onnx": FLAGS.onnx}, calibration
 
 
 if __name__ == "__main__":

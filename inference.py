@@ -11,6 +11,15 @@ converted original weights, and must agree with config.json when it exists)::
         -annotations_file annotations/instances_val2017.json -image_dir val2017 -output_dir results/
     python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -benchmark -image_dir val2017 \
         -max_images 100
+    python inference.py -checkpoint weights/my_run -precision bfloat16 -image photo.jpg
+    python inference.py -model exported/mine/yolact_int8.tflite -num_threads 2 -eval \
+        -annotations_file annotations/instances_val2017.json -image_dir val2017
+
+``-model`` runs an export instead of the weights (yolact/runtimes.py): a SavedModel folder, a ``.tflite``
+(LiteRT, XNNPACK) or a ``.onnx`` (onnxruntime CPU), with config.json / label_map.json of its folder; the image is
+resized to S × S with cv2 INTER_LINEAR and the prototype-resolution masks upsampled the same way (the contract of
+yolact/deploy/graph.py). The exported models always use per-class Fast NMS (-fast_nms / -cross_class_nms do not
+apply); a .tflite / .onnx whose input size differs from config.json is a one-line error (exit 2).
 
 Errors are one line ``inference.py: error: ...`` (utils/cli.py): exit 2 for unusable flags or inputs (a
 contradicting -img_size, a missing image, -eval with none of the annotated images found: then no metrics.json is
@@ -54,6 +63,11 @@ flags.DEFINE_string("image_dir", None, "folder of the evaluation / benchmark ima
 flags.DEFINE_string("tfrecord_pattern", None, "val TFRecords (glob, or a directory: its *.tfrecord* files)")
 flags.DEFINE_string("output_dir", "results", "where outputs, detections.json and metrics.json go")
 flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many images")
+flags.DEFINE_string("model", None, "instead of -checkpoint: an export of export_saved_model.py, a SavedModel folder, "
+                    "a .tflite (LiteRT) or a .onnx (onnxruntime); config.json / label_map.json beside it")
+flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's)")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint: compute dtype of the network "
+                  "(bfloat16: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS)")
 flags.DEFINE_boolean("benchmark", False, "print per-stage ms and FPS (data loading excluded, first 2 frames skipped)")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -250,7 +264,7 @@ def run_benchmark(predictor):
             count += 1
     if count == 0:
         raise UserError(f"need more than 2 readable images in {folder}")
-    stages = ("preprocess", "network", "nms", "masks")
+    stages = [k for k in ("preprocess", "network", "nms", "masks") if k in totals]  # exported models: no 'nms'
     ms = {k: 1000 * totals[k] / count for k in stages}
     total = sum(ms.values())
     print(f"benchmark over {count} images ({predictor.cfg.name} at {predictor.cfg.img_size}): "
@@ -264,14 +278,24 @@ def main(argv):
         [m for m in ("eval", "benchmark") if getattr(FLAGS, m)]
     if len(modes) != 1:
         raise UserError("choose exactly one of -image, -images, -video, -eval, -benchmark")
-    if not FLAGS.checkpoint:
-        raise UserError("-checkpoint is required")
+    if bool(FLAGS.checkpoint) == bool(FLAGS.model):
+        raise UserError("give exactly one of -checkpoint (weights) or -model (an exported model)")
+    if FLAGS.model and FLAGS.precision != "float32":
+        raise UserError("-precision applies to -checkpoint; an exported model has its own precision")
     from yolact.predictor import Predictor
 
     try:
-        nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
-        predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,
-                                              nms_type=nms_type)
+        if FLAGS.model:
+            from yolact.checkpoint import resolve_run
+            from yolact.runtimes import model_kind, open_model
+
+            model_kind(FLAGS.model)  # missing / unknown type: one line before anything is loaded
+            cfg, label_map, _ = resolve_run(FLAGS.model, FLAGS.config, FLAGS.img_size, FLAGS.label_map)
+            predictor = open_model(FLAGS.model, cfg, label_map, FLAGS.num_threads)
+        else:
+            nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
+            predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,
+                                                  nms_type=nms_type, precision=FLAGS.precision)
         t0 = time.perf_counter()
         {"image": lambda: run_image(predictor, FLAGS.image), "images": lambda: run_folder(predictor, FLAGS.images),
          "video": lambda: run_video(predictor, FLAGS.video), "eval": lambda: run_eval(predictor),

@@ -24,6 +24,7 @@ from yolact.maskiou import rescore_detections
 
 
 INFERENCE_KEYS = ("loc", "conf", "mask", "proto")
+PRECISIONS = ("float32", "bfloat16")  # compute dtypes of Predictor.from_checkpoint
 # freeze=None: images run on the live model before the network is frozen. Freezing costs a few seconds once (about
 # 8 s for ResNet-50, 3 s for EfficientNet-Lite0 on 2 cores) and saves about 5 % per image afterwards, so short-lived
 # predictors (train.py's image summaries and small validations, a few photos) never pay for it.
@@ -100,18 +101,32 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint, config_name: Optional[str] = None, img_size: Optional[int] = None,
-                        label_map_path: Optional[str] = None, **kwargs) -> "Predictor":
+                        label_map_path: Optional[str] = None, precision: str = "float32", **kwargs) -> "Predictor":
         """Config and label map from the checkpoint's folder (:func:`yolact.checkpoint.resolve_run`; the explicit
         values are only for folders without config.json), weights by :func:`yolact.checkpoint.load_model`;
         ``kwargs`` go to the constructor.
 
+        ``precision`` 'bfloat16' builds the network under Keras' ``mixed_bfloat16`` policy (float32 weights,
+        bfloat16 convolutions; the model's outputs, the NMS and the masks stay float32); the global policy is
+        restored afterwards. Parity with float32: benchmarks/deploy.py and tests/test_deploy.py.
+
         Raises:
-          yolact.checkpoint.RunFilesError / CheckpointError: see those functions.
+          yolact.checkpoint.RunFilesError / CheckpointError: see those functions; ValueError: unknown precision.
         """
+        import keras
+
         from yolact.checkpoint import load_model, resolve_run
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         run = resolve_run(checkpoint, config_name, img_size, label_map_path)
-        return cls(run.cfg, load_model(run.cfg, checkpoint), run.label_map, **kwargs)
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32" if precision == "float32" else f"mixed_{precision}")
+        try:
+            model = load_model(run.cfg, checkpoint)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        return cls(run.cfg, model, run.label_map, **kwargs)
 
     def preprocess(self, image: np.ndarray) -> tf.Tensor:
         """uint8 RGB [H, W, 3] → float32 [1, S, S, 3] normalized (original: FastBaseTransform).
@@ -180,4 +195,4 @@ class Predictor:
         return self.predict_preprocessed(x, image.shape[0], image.shape[1], timings, score_threshold, max_detections)
 
 
-__all__ = ["INFERENCE_KEYS", "FREEZE_AFTER_IMAGES", "live_network_fn", "frozen_network_fn", "Predictor"]
+__all__ = ["INFERENCE_KEYS", "PRECISIONS", "FREEZE_AFTER_IMAGES", "live_network_fn", "frozen_network_fn", "Predictor"]

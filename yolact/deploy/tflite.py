@@ -1,0 +1,175 @@
+"""TFLite conversion of the deployable function (yolact/deploy/graph.py): float32, float16 and int8.
+
+* ``float32``: the graph as is.
+* ``float16``: float16 weights (``optimizations=[DEFAULT]``, ``supported_types=[float16]``), computed in float32 on
+  CPUs without float16 arithmetic; about half the file size.
+* ``int8``: full-integer post-training quantization of the network: int8 weights (per channel) and activations
+  (per tensor), calibrated on representative images (uint8 [1, S, S, 3], the same input the model takes). The
+  op types only the detection stage uses (:data:`FLOAT_DETECTION_OPS`: softmax, top-k, gathers, the IoU
+  division, the mask matmul and sigmoid, comparisons) stay float32; the elementwise ADD / MUL / SUB and reshapes
+  shared with the network are int8 everywhere, so the crop coordinates and the output boxes come out in steps of
+  1/255 of the image side, and scores that the float model gives as < 1/256 can come out as exactly 0. The input
+  (uint8 pixels) and the outputs stay as in the contract (float32 / int32), so callers never (de)quantize.
+  Measured on the learning-sanity model (8 images, tests/test_deploy.py extended test): box AP50 1.00 but mask
+  AP50 0.26 against 0.95 in float32: the per-tensor int8 activations of the backbone / FPN (up to 25 % error at
+  single pixels) are amplified by the tanh of the mask coefficients (errors up to 0.6), which no choice of
+  float-kept detection ops repairs. Check the mask AP of an int8 export before relying on its masks.
+
+Every model is converted with ``supported_ops`` restricted to TFLite builtins (plus the int8 builtins for int8):
+conversion FAILS rather than produce a model that needs the Flex (select TF ops) delegate.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Dict, Iterable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+PRECISIONS = ("float32", "float16", "int8")
+DEFAULT_REPRESENTATIVE_IMAGES = 100
+METADATA_NAME = "yolact_contract"
+
+
+def parse_precisions(spec: str) -> list:
+    """``'float32,int8'`` → ``['float32', 'int8']`` (order kept, duplicates dropped).
+
+    Raises:
+      ValueError: an empty list or an unknown precision (one line naming it and the allowed ones).
+    """
+    out = []
+    for p in (s.strip() for s in spec.split(",")):
+        if p not in PRECISIONS:
+            raise ValueError(f"unknown TFLite precision {p!r}: expected a comma-separated list of {', '.join(PRECISIONS)}")
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def frozen(fn) -> tf.types.experimental.ConcreteFunction:
+    """``fn`` (fixed input signature) with its variables turned into constants, still returning the named dict.
+
+    The converter's own paths (``from_concrete_functions(..., trackable_obj)``, ``from_saved_model``) keep Keras 3
+    variables as resource variables without their values; freezing first puts the weights into the flatbuffer, and
+    re-wrapping the frozen graph restores the output names of the ``serving_default`` signature.
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = fn.get_concrete_function()
+    graph = convert_variables_to_constants_v2(concrete)
+    structure = concrete.structured_outputs
+    named = tf.function(lambda images: tf.nest.pack_sequence_as(structure, graph(images)),
+                        input_signature=fn.input_signature)
+    return named.get_concrete_function()
+
+
+def denormalized_images(images: Iterable, cfg) -> Iterable[np.ndarray]:
+    """Normalized float images [1, S, S, 3] (``yolact.ops.preprocess.eval_preprocess`` output, e.g. from
+    ``data.parser.eval_dataset``) back to the model's uint8 input: ``round(x · std + mean)`` clipped to [0, 255]."""
+    mean = np.asarray(cfg.model.mean_rgb, np.float32)
+    std = np.asarray(cfg.model.std_rgb, np.float32)
+    for x in images:
+        yield np.clip(np.rint(np.asarray(x, np.float32) * std + mean), 0, 255).astype(np.uint8)
+
+
+# Op types that only the detection stage uses (box decoding, Fast NMS, mask assembly, output conversion): kept in
+# float32 in the int8 model. Quantized, the NMS's IoU division meets int8 zero unions (LiteRT refuses to run it:
+# "div.cc data[i] != zero_point"), softmax scores become multiples of 1/256 (ties, zero-score detections) and
+# box coordinates move by whole prototype pixels.
+FLOAT_DETECTION_OPS = ("SOFTMAX", "TOPK_V2", "GATHER", "EXP", "DIV", "SELECT_V2", "BATCH_MATMUL", "LOGISTIC",
+                       "REDUCE_MAX", "MAXIMUM", "MINIMUM", "SUM", "PACK", "UNPACK", "TRANSPOSE", "STRIDED_SLICE",
+                       "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "LOGICAL_AND", "CAST", "FLOOR_DIV")
+
+
+def convert(concrete, precision: str, representative: Optional[Callable[[], Iterable[np.ndarray]]] = None,
+            metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """Convert a frozen concrete function (:func:`frozen`) to a TFLite flatbuffer with builtin ops only.
+
+    Args:
+      concrete: :func:`frozen`'s concrete function, input uint8 [1, S, S, 3].
+      precision: one of :data:`PRECISIONS`. For int8 the op types of :data:`FLOAT_DETECTION_OPS` stay float32
+        (TFLite's quantization debugger ``denylisted_ops``); the network's convolutions, additions, ReLUs,
+        resizes, pads, reshapes and concatenations, and the detection stage's elementwise ADD / MUL / SUB (box
+        decoding), are int8.
+      representative: for int8 (required there): a callable returning an iterable of uint8 [1, S, S, 3] arrays,
+        the calibration images.
+      metadata: strings stored as JSON in the model's metadata entry :data:`METADATA_NAME` (see
+        :func:`read_metadata`).
+
+    Returns:
+      the .tflite file content.
+
+    Raises:
+      ValueError: unknown precision, or int8 without ``representative``.
+      tensorflow.lite ConverterError: an op has no TFLite builtin (the graph must be fixed, not the flags).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown TFLite precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and representative is None:
+        raise ValueError("int8 needs representative images (-representative_data)")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    if precision != "int8":
+        model = converter.convert()
+    else:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.representative_dataset = lambda: ([x] for x in representative())
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=converter.representative_dataset,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_DETECTION_OPS)))
+        model = debugger.get_nondebug_quantized_model()
+    return add_metadata(model, metadata) if metadata else model
+
+
+def add_metadata(model: bytes, metadata: Dict[str, str]) -> bytes:
+    """``model`` with a metadata entry :data:`METADATA_NAME` holding ``json.dumps(metadata)`` (TFLite schema's
+    ``Model.metadata``: a name and a buffer, as the converter's own ``CONVERSION_METADATA``)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    obj = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode("utf-8"), np.uint8)
+    obj.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(obj.buffers) - 1
+    obj.metadata = (obj.metadata or []) + [entry]
+    builder = flatbuffers.Builder(len(model) + 4096)
+    builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def read_metadata(model: bytes) -> Optional[Dict[str, str]]:
+    """The dict stored by :func:`add_metadata`, or None."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    root = schema.Model.GetRootAs(model, 0)
+    for i in range(root.MetadataLength()):
+        entry = root.Metadata(i)
+        if entry.Name() and entry.Name().decode() == METADATA_NAME:
+            return json.loads(root.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8"))
+    return None
+
+
+def op_names(model: bytes) -> Sequence[str]:
+    """Builtin op names used by ``model`` (custom / Flex ops appear as ``CUSTOM:<name>``), sorted, unique."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    root = schema.Model.GetRootAs(model, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = set()
+    for i in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(i)
+        op = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        out.add(f"CUSTOM:{code.CustomCode().decode()}" if names.get(op) == "CUSTOM" else names.get(op, str(op)))
+    return sorted(out)
+
+
+__all__ = ["PRECISIONS", "DEFAULT_REPRESENTATIVE_IMAGES", "METADATA_NAME", "parse_precisions", "frozen",
+           "FLOAT_DETECTION_OPS", "denormalized_images", "convert", "add_metadata", "read_metadata", "op_names"]
