@@ -169,6 +169,9 @@ def export(cfg, checkpoint, export_dir, label_map, jit: bool = True, overwrite: 
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: an export is as readable as any folder the user makes
     try:
         tf.saved_model.save(module, tmp, signatures=signatures)
         write_run_files(tmp, cfg, label_map)
