@@ -87,7 +87,7 @@ def test_missing_inputs_give_one_line_errors(weights, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("inference.py: error: image not found")
     assert "Traceback" not in r.stderr
     r = _run("-config", "yolact_resnet50", "-checkpoint", tmp_path / "nope.weights.h5", "-image", tmp_path / "x.jpg")
-    assert r.returncode == 2 and "weights file not found" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "checkpoint not found: " in r.stderr and "Traceback" not in r.stderr
     r = _run("-checkpoint", tmp_path / "nope.weights.h5", "-image", tmp_path / "x.jpg")  # no config.json, no -config
     assert r.returncode == 2 and "config.json not found: pass -config" in r.stderr
 
