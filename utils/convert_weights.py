@@ -211,6 +211,10 @@ def _keras_targets_and_init_only(model):
     return targets, init_only
 
 
+# Keras layout -> torch layout (inverse of _to_keras_layout), for 4-D kernels.
+_FROM_KERAS_LAYOUT = {"conv": (3, 2, 0, 1), "depthwise": (2, 3, 0, 1)}
+
+
 def _to_keras_layout(array, layout):
     if layout == "conv" and array.ndim == 4:
         return np.transpose(array, (2, 3, 1, 0))  # OIHW -> HWIO
@@ -219,23 +223,60 @@ def _to_keras_layout(array, layout):
     return array
 
 
-def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
+def class_dependent_prefixes(model):
+    """The original state_dict prefixes of the layers whose shape depends on the class count, in the model's order:
+    the head's class-confidence conv ``prediction_layers.0.conf_layer`` (A * C outputs), ``semantic_seg_conv``
+    (C - 1) and, for YOLACT++, the mask-IoU net's last conv ``maskiou_net.maskiou_net.{2 * len(channels)}``
+    (C - 1). Every other weight has the same shape for any class count."""
+    layers = [model.head.conf_layer, model.semantic_seg_conv]
+    if model.maskiou_net is not None:
+        layers.append(model.maskiou_net.convs[-1])
+    return [prefix for prefix, layer in model.torch_weight_map() if any(layer is x for x in layers)]
+
+
+def _source_num_classes(renamed):
+    """Classes incl. background of a full YOLACT state_dict (``semantic_seg_conv.weight`` has C - 1 outputs)."""
+    weight = renamed.get("semantic_seg_conv.weight")
+    return None if weight is None else int(np.shape(weight)[0]) + 1
+
+
+def state_dict_of(model):
+    """The original-naming state_dict of a built Yolact (torch layouts: conv OIHW, depthwise [C, 1, kh, kw];
+    float32 numpy): the inverse of :func:`convert_state_dict`, so that Keras weights (a ``.weights.h5`` or a
+    training checkpoint loaded into a model) go through the same key / shape checks as an original ``.pth``."""
+    out = collections.OrderedDict()
+    for key, (var, layout) in _keras_targets(model).items():
+        value = np.asarray(var.numpy(), np.float32)
+        perm = _FROM_KERAS_LAYOUT.get(layout) if value.ndim == 4 else None
+        out[key] = np.transpose(value, perm) if perm else value
+    return out
+
+
+def convert_state_dict(state_dict, model, cfg=None, backbone_only=False, reinit_class_dependent=False):
     """Assign an original state_dict to a built :class:`yolact.model.Yolact`.
 
     Args:
-      state_dict: mapping key -> array (from :func:`load_state_dict_file`); any kind :func:`detect_kind` knows.
+      state_dict: mapping key -> array (from :func:`load_state_dict_file`, or :func:`state_dict_of` a Keras model);
+        any kind :func:`detect_kind` knows.
       model: a built Yolact (e.g. ``yolact.model.build_model(cfg)``).
       cfg: the model's config (defaults to ``model.cfg``).
       backbone_only: load only ``backbone.*`` (other source keys are ignored, other model weights keep their
         initialisation). Implied for ImageNet backbone files.
+      reinit_class_dependent: fine-tuning to another class count (the source's ``semantic_seg_conv`` has another
+        number of outputs than ``cfg.num_classes - 1``; otherwise no effect): the layers of :func:`class_dependent_prefixes`
+        whose shapes differ from the source's are not assigned (they keep the model's fresh glorot_uniform / zero
+        initialisation, as a new model's; the original has no such option and would fail in ``load_state_dict``);
+        every other tensor is loaded and must fit exactly.
 
     Returns:
-      dict with ``kind``, ``loaded`` (number of tensors assigned) and ``ignored`` (source keys not used because of
-      ``backbone_only``).
+      dict with ``kind``, ``loaded`` (number of tensors assigned), ``loaded_keys`` (their original keys, sorted),
+      ``ignored`` (source keys not used because of ``backbone_only``), ``reinitialized`` (the class-dependent
+      prefixes left at their initialisation, in model order; empty unless ``reinit_class_dependent``) and
+      ``source_classes`` (the source's class count incl. background for a full YOLACT state_dict, else None).
 
     Raises:
-      WeightConversionError: keys missing from the source, unexpected source keys, or shape mismatches, each
-        naming the keys; nothing is assigned in that case.
+      WeightConversionError: keys missing from the source, unexpected source keys, or shape mismatches (other than
+        the class-dependent ones with ``reinit_class_dependent``), each naming the keys; nothing is assigned then.
     """
     cfg = model.cfg if cfg is None else cfg
     kind = detect_kind(state_dict)
@@ -257,14 +298,22 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
         problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-    converted, mismatched = {}, []
+    other_classes = kind == "yolact" and _source_num_classes(renamed) not in (None, cfg.num_classes)
+    class_prefixes = class_dependent_prefixes(model) if reinit_class_dependent and other_classes and not backbone_only \
+        else []
+    converted, mismatched, reinit = {}, [], set()
     for key in set(targets) & set(renamed):
         var, layout = targets[key]
         value = _to_keras_layout(np.asarray(renamed[key]), layout)
-        if tuple(value.shape) != tuple(var.shape):
-            mismatched.append(f"{key} {tuple(renamed[key].shape)} -> {tuple(value.shape)} vs model {tuple(var.shape)}")
-        else:
+        if tuple(value.shape) == tuple(var.shape):
             converted[key] = value
+        elif key.rsplit(".", 1)[0] in class_prefixes:
+            reinit.add(key.rsplit(".", 1)[0])
+        else:
+            mismatched.append(f"{key} {tuple(renamed[key].shape)} -> {tuple(value.shape)} vs model {tuple(var.shape)}")
+    # a class-dependent layer is loaded or re-initialised as a whole (kernel and bias)
+    for key in [k for k in converted if k.rsplit(".", 1)[0] in reinit]:
+        del converted[key]
     if mismatched:
         problems.append(f"shape mismatch ({len(mismatched)}): {_listing(mismatched)}")
     if problems:
@@ -275,7 +324,9 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
     for key, value in converted.items():
         var = targets[key][0]
         var.assign(value.astype(var.dtype))
-    return {"kind": kind, "loaded": len(converted), "ignored": ignored}
+    return {"kind": kind, "loaded": len(converted), "loaded_keys": sorted(converted), "ignored": ignored,
+            "reinitialized": [p for p in class_prefixes if p in reinit],
+            "source_classes": _source_num_classes(renamed) if kind == "yolact" else None}
 
 
 def _run_files(config_name, num_classes, label_map_path, folder):
