@@ -40,6 +40,15 @@ HWIO, 27 output channels: 18 interleaved (dy, dx) offsets then 9 mask logits, ke
 net's convs are ``maskiou_net.maskiou_net.{0,2,4,6,8,10}.weight/bias``. An ImageNet ResNet has only ``conv2.weight``
 for a DCN block: it becomes the deformable kernel, and the DCN's bias and offset/mask conv keep their zero
 initialisation (the original's ``init_backbone`` loads with ``strict=False``).
+
+Fine-tuning to another class count (``train.py -init`` with a dataset whose label map differs from the weights',
+yolact/training/task.py ``YolactTask.initialize``): ``convert_state_dict(..., reinit_class_dependent=True)`` loads
+every tensor whose shape does not depend on the class count and leaves the layers of
+:func:`class_dependent_prefixes` (``prediction_layers.0.conf_layer``, ``semantic_seg_conv``, YOLACT++'s
+``maskiou_net.maskiou_net.10``) at the model's fresh initialisation, returning them in ``reinitialized``; Keras
+weights are first turned into an original-naming state_dict by :func:`state_dict_of`, so a ``.weights.h5``, a
+training checkpoint and a ``.pth`` / ``.npz`` go through the same checks. The original has no such option (its
+``load_weights`` is strict; users delete those keys by hand).
 """
 
 from __future__ import annotations
