@@ -57,28 +57,35 @@ def served(tmp_path_factory, plus_state_dict):
 
 @pytest.mark.slow
 def test_served_plus_scores_are_box_and_mask_scores_of_the_original(served, plus_outputs):
-    """Same classes in the same (box-score) order; detection_scores = det0_box_score and detection_mask_scores =
-    det0_mask_score within 5e-4 (the float32 noise of our own forward on this fixture, tests/test_plus_parity.py
-    test_detections_from_own_forward), and mask score = box score x mask IoU <= box score."""
+    """Each served detection is one of the original's (same class, truncated pixel box within 1 px, box score within 5e-4: the
+    float32 noise of our own forward on this fixture, tests/test_plus_parity.py test_detections_from_own_forward;
+    rows whose box scores are that close may swap places, measured: 2 pairs), one to one; on those pairs
+    detection_scores = det0_box_score and detection_mask_scores = det0_mask_score (box score x mask IoU) within
+    5e-4 (measured 3.4e-4 and 8.8e-5), 14 of them exactly 0 (mask IoU 0)."""
     from yolact.ops.label_map import coco_label_map
 
     assert sorted(served) == ["detection_boxes", "detection_classes", "detection_mask_scores", "detection_masks",
                               "detection_scores", "num_detections"]
     assert int(served["num_detections"]) == 100
-    ids = np.asarray(coco_label_map().ids)
-    np.testing.assert_array_equal(served["detection_classes"], ids[plus_outputs["det0_class"]])
+    ids = np.asarray(coco_label_map().ids)[plus_outputs["det0_class"]]
+    ref_box, ref_mask = plus_outputs["det0_box_score"], plus_outputs["det0_mask_score"]
     box, mask = served["detection_scores"], served["detection_mask_scores"]
-    print(f"box score max abs error {np.abs(box - plus_outputs['det0_box_score']).max():.3g}, mask score "
-          f"{np.abs(mask - plus_outputs['det0_mask_score']).max():.3g}")
-    np.testing.assert_allclose(box, plus_outputs["det0_box_score"], rtol=0, atol=5e-4)
-    np.testing.assert_allclose(mask, plus_outputs["det0_mask_score"], rtol=0, atol=5e-4)
     assert np.all(np.diff(box) <= 0)
-    # the mask scores are not the box scores: 14 detections have a predicted IoU of 0 (README: maskiou > 0 for 86)
-    assert int((mask == 0).sum()) == int((plus_outputs["det0_mask_score"] == 0).sum()) == 14
     h, w = plus_outputs["det0_masks"].shape[1:]
     b = served["detection_boxes"]
     px = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
-    assert np.abs(px - plus_outputs["det0_box"]).max() <= 1.0
+    match = []
+    for i in range(100):
+        err = np.abs(np.floor(px[i]) - plus_outputs["det0_box"]).max(axis=1)  # the original truncates (.long())
+        ok = np.nonzero((ids == served["detection_classes"][i]) & (err <= 1) & (np.abs(ref_box - box[i]) <= 5e-4))[0]
+        assert len(ok) >= 1, i
+        match.append(int(ok[np.argmin(np.abs(ref_box[ok] - box[i]))]))
+    assert sorted(match) == list(range(100))
+    print(f"{sum(j != i for i, j in enumerate(match))} rows in another place; box score max abs error "
+          f"{np.abs(box - ref_box[match]).max():.3g}, mask score {np.abs(mask - ref_mask[match]).max():.3g}")
+    np.testing.assert_allclose(box, ref_box[match], rtol=0, atol=5e-4)
+    np.testing.assert_allclose(mask, ref_mask[match], rtol=0, atol=5e-4)
+    assert int((mask == 0).sum()) == int((ref_mask == 0).sum()) == 14
 
 
 # -- display and evaluation scores of YOLACT++ detections (the original's postprocessed det0, no model needed) ------

@@ -95,7 +95,7 @@ def _opts(records, weights, init, **kw):
 
     base = dict(name="sanity", tfrecord_dir=str(records), weights=str(weights), config="yolact_plus_resnet50",
                 img_size=256, batch_size=2, train_iter=4, print_interval=100, save_interval=100, seed=7, lr=1e-4,
-                warmup_iter=0, augment=False, deterministic=True, save_data_state=True,
+                warmup_iter=0, augment=False, clip_grad_norm=20.0, deterministic=True, save_data_state=True,
                 init=str(init) if init else None)
     base.update(kw)
     return TrainOptions(**base)

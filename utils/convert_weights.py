@@ -42,7 +42,7 @@ for a DCN block: it becomes the deformable kernel, and the DCN's bias and offset
 initialisation (the original's ``init_backbone`` loads with ``strict=False``).
 
 Fine-tuning to another class count (``train.py -init`` with a dataset whose label map differs from the weights',
-yolact/training/task.py ``YolactTask.initialize``): ``convert_state_dict(..., reinit_class_dependent=True)`` loads
+yolact/training/task.py ``YolactTask.initialize``): :func:`load_all_but_class_dependent` loads
 every tensor whose shape does not depend on the class count and leaves the layers of
 :func:`class_dependent_prefixes` (``prediction_layers.0.conf_layer``, ``semantic_seg_conv``, YOLACT++'s
 ``maskiou_net.maskiou_net.10``) at the model's fresh initialisation, returning them in ``reinitialized``; Keras
@@ -261,7 +261,7 @@ def state_dict_of(model):
     return out
 
 
-def convert_state_dict(state_dict, model, cfg=None, backbone_only=False, reinit_class_dependent=False):
+def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
     """Assign an original state_dict to a built :class:`yolact.model.Yolact`.
 
     Args:
@@ -271,22 +271,45 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False, reinit_
       cfg: the model's config (defaults to ``model.cfg``).
       backbone_only: load only ``backbone.*`` (other source keys are ignored, other model weights keep their
         initialisation). Implied for ImageNet backbone files.
-      reinit_class_dependent: fine-tuning to another class count (the source's ``semantic_seg_conv`` has another
-        number of outputs than ``cfg.num_classes - 1``; otherwise no effect): the layers of :func:`class_dependent_prefixes`
-        whose shapes differ from the source's are not assigned (they keep the model's fresh glorot_uniform / zero
-        initialisation, as a new model's; the original has no such option and would fail in ``load_state_dict``);
-        every other tensor is loaded and must fit exactly.
 
     Returns:
-      dict with ``kind``, ``loaded`` (number of tensors assigned), ``loaded_keys`` (their original keys, sorted),
-      ``ignored`` (source keys not used because of ``backbone_only``), ``reinitialized`` (the class-dependent
-      prefixes left at their initialisation, in model order; empty unless ``reinit_class_dependent``) and
-      ``source_classes`` (the source's class count incl. background for a full YOLACT state_dict, else None).
+      dict with ``kind``, ``loaded`` (number of tensors assigned) and ``ignored`` (source keys not used because of
+      ``backbone_only``).
 
     Raises:
-      WeightConversionError: keys missing from the source, unexpected source keys, or shape mismatches (other than
-        the class-dependent ones with ``reinit_class_dependent``), each naming the keys; nothing is assigned then.
+      WeightConversionError: keys missing from the source, unexpected source keys, or shape mismatches, each
+        naming the keys; nothing is assigned in that case.
     """
+    summary = _assign(state_dict, model, cfg, backbone_only, reinit_class_dependent=False)
+    return {k: summary[k] for k in ("kind", "loaded", "ignored")}
+
+
+def load_all_but_class_dependent(state_dict, model, cfg=None):
+    """:func:`convert_state_dict` for fine-tuning to another class count: when the source's ``semantic_seg_conv``
+    has another number of outputs than ``cfg.num_classes - 1``, the layers of :func:`class_dependent_prefixes`
+    are not assigned (they keep the model's fresh glorot_uniform kernel / zero bias, as a new model's) and every
+    other tensor is loaded and must fit exactly. Same class count, or a backbone-only source: exactly
+    :func:`convert_state_dict`. The original has no such option (its ``load_weights`` is strict).
+
+    Args:
+      state_dict, model, cfg: as :func:`convert_state_dict` (Keras weights: :func:`state_dict_of` a model of the
+        source's config).
+
+    Returns:
+      dict with ``kind``, ``loaded``, ``ignored`` (as :func:`convert_state_dict`), ``loaded_keys`` (the original
+      keys assigned, sorted), ``reinitialized`` (the class-dependent prefixes left at their initialisation, in
+      model order) and ``source_classes`` (the source's class count incl. background for a full YOLACT
+      state_dict, else None).
+
+    Raises:
+      WeightConversionError: as :func:`convert_state_dict`, for any other missing / unexpected key or shape
+        mismatch (another architecture); nothing is assigned then.
+    """
+    return _assign(state_dict, model, cfg, False, reinit_class_dependent=True)
+
+
+def _assign(state_dict, model, cfg, backbone_only, reinit_class_dependent):
+    """Shared body of :func:`convert_state_dict` and :func:`load_all_but_class_dependent` (the latter's summary)."""
     cfg = model.cfg if cfg is None else cfg
     kind = detect_kind(state_dict)
     renamed = to_yolact_keys(state_dict, kind)

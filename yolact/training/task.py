@@ -77,7 +77,7 @@ class YolactTask:
         ``model``'s fresh initialisation, and each is logged as ``skipped PREFIX (81 classes in -init, 11 here):
         re-initialised``. Keras weights go through a model built with the ``-init`` folder's config and then
         through the same key / shape checks as an original state_dict (``state_dict_of`` ->
-        ``convert_state_dict(reinit_class_dependent=True)``).
+        ``load_all_but_class_dependent``).
 
         Raises:
           InitError: missing or unreadable weights; an architecture other than the class count (backbone,
@@ -138,8 +138,7 @@ class YolactTask:
     def _init_from_state_dict(self, model, path, sd):
         from utils import convert_weights as cw
 
-        info = cw.convert_state_dict(sd, model, self.cfg, backbone_only=cw.detect_kind(sd) != "yolact",
-                                     reinit_class_dependent=True)
+        info = cw.load_all_but_class_dependent(sd, model, self.cfg)  # backbone-only for ImageNet files
         for prefix in info["reinitialized"]:
             self.log(f"skipped {prefix} ({info['source_classes']} classes in -init, {self.cfg.num_classes} here): "
                      "re-initialised")
