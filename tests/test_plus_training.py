@@ -113,20 +113,32 @@ def _run(opts, stop_at_step=None):
 
 def test_plus_resume_after_interruption_equals_uninterrupted_run(records, plus_npz, tmp_path):
     """As tests/test_train.py's lite0 resume test, for YOLACT++ (DCN backbone, mask-IoU net, I loss): 4 steps in
-    one go vs 2 steps, stop, -resume for 2 more: same lr and losses (I included) at steps 2, 3 and the same
-    weights."""
+    one go vs 2 steps, stop, -resume for 2 more: same lr and losses (I included) at steps 2, 3, the same weights
+    and momentum buffers.
+
+    lr 1e-6: two uninterrupted runs of this model on CPU are not bitwise equal (the step-0 total differs in the 8th
+    digit even with op determinism), and with the fixture's random weights at lr 1e-4 that noise grows about 100x
+    per step (measured: I differs by 2.5e-5 relative at step 1, 9 % at step 3 between two runs), which would hide
+    what resume must restore. At 1e-6 the resumed run agrees to 5e-6 relative in B, C, M, S, total and 1.5e-8
+    in the weights (measured), I to 1e-4 (its target is the IoU of binarised masks: float noise flips pixels; twice
+    measured 4.6e-6 and 9.3e-5); the data order, schedule and momentum are restored or the losses / buffers would differ
+    far more."""
     from yolact.model import checkpoint_variables
 
-    full, s_full = _run(_opts(records, tmp_path / "full", plus_npz))
-    _, s_cut = _run(_opts(records, tmp_path / "cut", plus_npz), stop_at_step=2)
+    full, s_full = _run(_opts(records, tmp_path / "full", plus_npz, lr=1e-6))
+    _, s_cut = _run(_opts(records, tmp_path / "cut", plus_npz, lr=1e-6), stop_at_step=2)
     assert s_cut["step"] == 2 and s_cut["interrupted"] == "stopped"
-    resumed, s_res = _run(_opts(records, tmp_path / "cut", None, resume=True))
+    resumed, s_res = _run(_opts(records, tmp_path / "cut", None, resume=True, lr=1e-6))
     assert s_res["step"] == 4 and [h["step"] for h in s_res["history"]] == [2, 3]
     for a, b in zip(s_full["history"][2:], s_res["history"]):
         assert a["lr"] == b["lr"]
-        for k in ("B", "C", "M", "S", "I", "total"):
-            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
+        for k in ("B", "C", "M", "S", "total"):
+            np.testing.assert_allclose(a[k], b[k], rtol=5e-5, err_msg=k)
+        np.testing.assert_allclose(a["I"], b["I"], rtol=1e-3)  # IoU of binarised masks: pixels flip with noise
     mine, theirs = checkpoint_variables(full.model), checkpoint_variables(resumed.model)
     assert sorted(mine) == sorted(theirs) and any(k.startswith("maskiou_net.") for k in mine)
     for key in mine:
-        np.testing.assert_allclose(mine[key].numpy(), theirs[key].numpy(), rtol=0, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(mine[key].numpy(), theirs[key].numpy(), rtol=0, atol=1e-6, err_msg=key)
+    for a, b in zip(full.inner_opt.momentums, resumed.inner_opt.momentums):
+        a, b = a.numpy(), b.numpy()
+        assert np.max(np.abs(a - b)) <= 0.1 * np.max(np.abs(a)) + 1e-6
