@@ -74,7 +74,7 @@ def _draw(predictor, image, result):
 def _display_limits(predictor):
     """Restrictions that may be applied before masks are assembled: the box score threshold (the original's
     postprocess(score_threshold) before re-scoring) and, unless YOLACT++ re-orders by mask score, the top_k."""
-    rescored = predictor.model.maskiou_net is not None
+    rescored = bool(predictor.cfg.model.use_maskiou)
     return {"score_threshold": FLAGS.score_threshold, "max_detections": None if rescored else FLAGS.top_k}
 
 
