@@ -20,9 +20,13 @@ Signatures (TF Object Detection API conventions, D = ``cfg.detection.max_num_det
 
 Both return ``num_detections`` int32 [B]; ``detection_boxes`` float32 [B, D, 4] normalized ``[ymin, xmin, ymax,
 xmax]`` clipped to [0, 1]; ``detection_classes`` int32 [B, D] dataset category ids; ``detection_scores`` float32
-[B, D]; ``detection_masks`` float32 [B, D, H, W] probabilities at input resolution, cropped to the box (the
-original's crop at prototype resolution, then bilinear upsampling), ``> 0.5`` is the binary mask. Rows past
-``num_detections`` are zero. Serving needs only TensorFlow (no project code). ``config.json`` and
+[B, D] the box (class) scores, in descending order; ``detection_masks`` float32 [B, D, H, W] probabilities at input
+resolution, cropped to the box (the original's crop at prototype resolution, then bilinear upsampling), ``> 0.5`` is
+the binary mask. YOLACT++ models (``cfg.model.use_maskiou``) also return ``detection_mask_scores`` float32 [B, D]:
+box score x the mask-IoU net's predicted IoU of the detection's mask (original postprocess ``scores[1]``,
+rescore_mask; rows keep the box-score order). Use ``detection_scores`` for boxes (box AP) and
+``detection_mask_scores`` to rank / threshold masks (mask AP; the original's display shows this score too).
+Rows past ``num_detections`` are zero. Serving needs only TensorFlow (no project code). ``config.json`` and
 ``label_map.json`` (yolact/checkpoint.py write_run_files) are written next to the SavedModel files.
 
 Deployment beyond TensorFlow (yolact/deploy/, contract in yolact/deploy/graph.py: input ``images`` uint8

@@ -26,7 +26,11 @@ contradicting -img_size, a missing image, -eval with none of the annotated image
 written), 1 for a fault at run time (a written video that does not decode to the frames written).
 
 Display modes draw the best ``-top_k`` detections with score > ``-score_threshold`` (the original's defaults 5 and
-0); ``-eval`` uses every detection, as the original's COCO evaluation.
+0); ``-eval`` uses every detection, as the original's COCO evaluation. The displayed score (drawn, printed by
+``-image``, thresholded, sorted for ``-top_k``) is, as the original's prep_display, the box (class) score for YOLACT
+and box score x predicted mask IoU for YOLACT++ (utils/visualize.py ``display_order``); for YOLACT++ masks are
+therefore assembled for every detection above the threshold before the best ``-top_k`` are chosen. ``-eval``
+scores box AP with the box scores and mask AP with the mask scores (utils/coco_eval.py).
 """
 
 from __future__ import annotations
@@ -85,8 +89,11 @@ def _draw(predictor, image, result):
                            FLAGS.display_masks, FLAGS.display_bboxes, FLAGS.display_text, FLAGS.display_scores)
 
 
-def _display_limits():
-    return {"score_threshold": FLAGS.score_threshold, "max_detections": FLAGS.top_k}
+def _display_limits(predictor):
+    """Restrictions that may be applied before masks are assembled: the box score threshold (the original's
+    postprocess(score_threshold) before re-scoring) and, unless YOLACT++ re-orders by mask score, the top_k."""
+    rescored = bool(predictor.cfg.model.use_maskiou)
+    return {"score_threshold": FLAGS.score_threshold, "max_detections": None if rescored else FLAGS.top_k}
 
 
 def _write_image(path, rgb):
@@ -102,12 +109,15 @@ def run_image(predictor, spec):
 
     src, dst = _split(spec)
     image = read_image(src)
-    result = predictor.predict(image, **_display_limits())
+    result = predictor.predict(image, **_display_limits(predictor))
     dst = dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0] + ".png")
     _write_image(dst, _draw(predictor, image, result))
+    from utils.visualize import display_order
+
     names = predictor.label_map.names
-    shown = ", ".join(f"{names[c]} {s:.2f}" for c, s in zip(result["classes"], result["scores"]))
-    print(f"{src}: {len(result['scores'])} detections" + (f": {shown}" if shown else "") + f" -> {dst}")
+    rows, scores = display_order(result, FLAGS.score_threshold, FLAGS.top_k)
+    shown = ", ".join(f"{names[result['classes'][i]]} {s:.2f}" for i, s in zip(rows, scores))
+    print(f"{src}: {len(rows)} detections" + (f": {shown}" if shown else "") + f" -> {dst}")
 
 
 def run_folder(predictor, spec):
@@ -129,7 +139,7 @@ def run_folder(predictor, spec):
             except ImageError as e:
                 skipped.append((name, e))
                 continue
-            result = predictor.predict(image, **_display_limits())
+            result = predictor.predict(image, **_display_limits(predictor))
             _write_image(os.path.join(dst, os.path.splitext(name)[0] + ".png"), _draw(predictor, image, result))
             done += 1
     for name, e in skipped:  # after the bar has closed: no interleaving with it
@@ -197,7 +207,7 @@ def run_video(predictor, spec):
             rgb = frame[..., ::-1].copy()
             if writer is None:
                 writer, dst = _open_writer(dst, fps, (rgb.shape[1], rgb.shape[0]))
-            result = predictor.predict(rgb, **_display_limits())
+            result = predictor.predict(rgb, **_display_limits(predictor))
             writer.write(_draw(predictor, rgb, result)[..., ::-1].copy())
             detections_per_frame.append(len(result["scores"]))
             written += 1

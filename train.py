@@ -59,9 +59,10 @@ def _define_flags():
     f.DEFINE_integer("save_interval", 10000, "Save a checkpoint every N steps.")
     f.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept by the CheckpointManager.")
     f.DEFINE_bool("resume", False, "Continue from the latest checkpoint in WEIGHTS/NAME (with its config.json).")
-    f.DEFINE_string("init", None, "Initial weights: a run folder or a .weights.h5 in one (same architecture and "
-                    "class count), or an original .pth/.npz (full YOLACT or an ImageNet backbone such as the "
-                    "EfficientNet-Lite0 file) converted on the fly.")
+    f.DEFINE_string("init", None, "Initial weights: a run folder or a .weights.h5 in one (same architecture), or "
+                    "an original .pth/.npz (full YOLACT or an ImageNet backbone such as the EfficientNet-Lite0 file) "
+                    "converted on the fly. Another class count (fine-tuning): the class-dependent layers are "
+                    "re-initialised and listed, every other tensor is loaded.")
     f.DEFINE_alias("backbone_weights", "init")
     f.DEFINE_string("logdir", None, "TensorBoard folder (default: WEIGHTS/NAME/logs).")
     f.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION), "Compute dtype policy.")

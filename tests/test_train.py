@@ -349,7 +349,8 @@ def test_run_folder_describes_itself_and_resume_checks_it(records, tmp_path):
 
 def test_init_from_a_run_folder_checks_the_architecture(records, tmp_path):
     """-init RUN_DIR loads the run's latest checkpoint (exactly its weights); a run folder whose config.json has
-    another img_size or class count is a one-line InitError before any step."""
+    another img_size or backbone is a one-line InitError before any step (another class count is fine-tuning:
+    tests/test_finetune.py)."""
     from yolact.model import checkpoint_variables
     from yolact.training import InitError
 
@@ -363,7 +364,8 @@ def test_init_from_a_run_folder_checks_the_architecture(records, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(tmp_path / "a" / "mini", other)
     saved = json.loads((other / "config.json").read_text())
-    for field, value, text in (("img_size", 160, "img_size 160 vs 128"), ("num_classes", 5, "num_classes 5 vs 81")):
+    for field, value, text in (("img_size", 160, "img_size 160 vs 128"), ("backbone", "resnet50",
+                                                                           "backbone resnet50 vs efficientnet")):
         (other / "config.json").write_text(json.dumps(dict(saved, model=dict(saved["model"], **{field: value}))))
         with pytest.raises(InitError, match=f"-init {other} has another architecture than this run \\({text}"):
             _trainer(_opts(records, tmp_path / "c", init=str(other))).setup()

@@ -40,6 +40,15 @@ HWIO, 27 output channels: 18 interleaved (dy, dx) offsets then 9 mask logits, ke
 net's convs are ``maskiou_net.maskiou_net.{0,2,4,6,8,10}.weight/bias``. An ImageNet ResNet has only ``conv2.weight``
 for a DCN block: it becomes the deformable kernel, and the DCN's bias and offset/mask conv keep their zero
 initialisation (the original's ``init_backbone`` loads with ``strict=False``).
+
+Fine-tuning to another class count (``train.py -init`` with a dataset whose label map differs from the weights',
+yolact/training/task.py ``YolactTask.initialize``): :func:`load_all_but_class_dependent` loads
+every tensor whose shape does not depend on the class count and leaves the layers of
+:func:`class_dependent_prefixes` (``prediction_layers.0.conf_layer``, ``semantic_seg_conv``, YOLACT++'s
+``maskiou_net.maskiou_net.10``) at the model's fresh initialisation, returning them in ``reinitialized``; Keras
+weights are first turned into an original-naming state_dict by :func:`state_dict_of`, so a ``.weights.h5``, a
+training checkpoint and a ``.pth`` / ``.npz`` go through the same checks. The original has no such option (its
+``load_weights`` is strict; users delete those keys by hand).
 """
 
 from __future__ import annotations
@@ -211,6 +220,10 @@ def _keras_targets_and_init_only(model):
     return targets, init_only
 
 
+# Keras layout -> torch layout (inverse of _to_keras_layout), for 4-D kernels.
+_FROM_KERAS_LAYOUT = {"conv": (3, 2, 0, 1), "depthwise": (2, 3, 0, 1)}
+
+
 def _to_keras_layout(array, layout):
     if layout == "conv" and array.ndim == 4:
         return np.transpose(array, (2, 3, 1, 0))  # OIHW -> HWIO
@@ -219,11 +232,41 @@ def _to_keras_layout(array, layout):
     return array
 
 
+def class_dependent_prefixes(model):
+    """The original state_dict prefixes of the layers whose shape depends on the class count, in the model's order:
+    the head's class-confidence conv ``prediction_layers.0.conf_layer`` (A * C outputs), ``semantic_seg_conv``
+    (C - 1) and, for YOLACT++, the mask-IoU net's last conv ``maskiou_net.maskiou_net.{2 * len(channels)}``
+    (C - 1). Every other weight has the same shape for any class count."""
+    layers = [model.head.conf_layer, model.semantic_seg_conv]
+    if model.maskiou_net is not None:
+        layers.append(model.maskiou_net.convs[-1])
+    return [prefix for prefix, layer in model.torch_weight_map() if any(layer is x for x in layers)]
+
+
+def _source_num_classes(renamed):
+    """Classes incl. background of a full YOLACT state_dict (``semantic_seg_conv.weight`` has C - 1 outputs)."""
+    weight = renamed.get("semantic_seg_conv.weight")
+    return None if weight is None else int(np.shape(weight)[0]) + 1
+
+
+def state_dict_of(model):
+    """The original-naming state_dict of a built Yolact (torch layouts: conv OIHW, depthwise [C, 1, kh, kw];
+    float32 numpy): the inverse of :func:`convert_state_dict`, so that Keras weights (a ``.weights.h5`` or a
+    training checkpoint loaded into a model) go through the same key / shape checks as an original ``.pth``."""
+    out = collections.OrderedDict()
+    for key, (var, layout) in _keras_targets(model).items():
+        value = np.asarray(var.numpy(), np.float32)
+        perm = _FROM_KERAS_LAYOUT.get(layout) if value.ndim == 4 else None
+        out[key] = np.transpose(value, perm) if perm else value
+    return out
+
+
 def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
     """Assign an original state_dict to a built :class:`yolact.model.Yolact`.
 
     Args:
-      state_dict: mapping key -> array (from :func:`load_state_dict_file`); any kind :func:`detect_kind` knows.
+      state_dict: mapping key -> array (from :func:`load_state_dict_file`, or :func:`state_dict_of` a Keras model);
+        any kind :func:`detect_kind` knows.
       model: a built Yolact (e.g. ``yolact.model.build_model(cfg)``).
       cfg: the model's config (defaults to ``model.cfg``).
       backbone_only: load only ``backbone.*`` (other source keys are ignored, other model weights keep their
@@ -237,6 +280,36 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
       WeightConversionError: keys missing from the source, unexpected source keys, or shape mismatches, each
         naming the keys; nothing is assigned in that case.
     """
+    summary = _assign(state_dict, model, cfg, backbone_only, reinit_class_dependent=False)
+    return {k: summary[k] for k in ("kind", "loaded", "ignored")}
+
+
+def load_all_but_class_dependent(state_dict, model, cfg=None):
+    """:func:`convert_state_dict` for fine-tuning to another class count: when the source's ``semantic_seg_conv``
+    has another number of outputs than ``cfg.num_classes - 1``, the layers of :func:`class_dependent_prefixes`
+    are not assigned (they keep the model's fresh glorot_uniform kernel / zero bias, as a new model's) and every
+    other tensor is loaded and must fit exactly. Same class count, or a backbone-only source: exactly
+    :func:`convert_state_dict`. The original has no such option (its ``load_weights`` is strict).
+
+    Args:
+      state_dict, model, cfg: as :func:`convert_state_dict` (Keras weights: :func:`state_dict_of` a model of the
+        source's config).
+
+    Returns:
+      dict with ``kind``, ``loaded``, ``ignored`` (as :func:`convert_state_dict`), ``loaded_keys`` (the original
+      keys assigned, sorted), ``reinitialized`` (the class-dependent prefixes left at their initialisation, in
+      model order) and ``source_classes`` (the source's class count incl. background for a full YOLACT
+      state_dict, else None).
+
+    Raises:
+      WeightConversionError: as :func:`convert_state_dict`, for any other missing / unexpected key or shape
+        mismatch (another architecture); nothing is assigned then.
+    """
+    return _assign(state_dict, model, cfg, False, reinit_class_dependent=True)
+
+
+def _assign(state_dict, model, cfg, backbone_only, reinit_class_dependent):
+    """Shared body of :func:`convert_state_dict` and :func:`load_all_but_class_dependent` (the latter's summary)."""
     cfg = model.cfg if cfg is None else cfg
     kind = detect_kind(state_dict)
     renamed = to_yolact_keys(state_dict, kind)
@@ -257,14 +330,22 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
         problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-    converted, mismatched = {}, []
+    other_classes = kind == "yolact" and _source_num_classes(renamed) not in (None, cfg.num_classes)
+    class_prefixes = class_dependent_prefixes(model) if reinit_class_dependent and other_classes and not backbone_only \
+        else []
+    converted, mismatched, reinit = {}, [], set()
     for key in set(targets) & set(renamed):
         var, layout = targets[key]
         value = _to_keras_layout(np.asarray(renamed[key]), layout)
-        if tuple(value.shape) != tuple(var.shape):
-            mismatched.append(f"{key} {tuple(renamed[key].shape)} -> {tuple(value.shape)} vs model {tuple(var.shape)}")
-        else:
+        if tuple(value.shape) == tuple(var.shape):
             converted[key] = value
+        elif key.rsplit(".", 1)[0] in class_prefixes:
+            reinit.add(key.rsplit(".", 1)[0])
+        else:
+            mismatched.append(f"{key} {tuple(renamed[key].shape)} -> {tuple(value.shape)} vs model {tuple(var.shape)}")
+    # a class-dependent layer is loaded or re-initialised as a whole (kernel and bias)
+    for key in [k for k in converted if k.rsplit(".", 1)[0] in reinit]:
+        del converted[key]
     if mismatched:
         problems.append(f"shape mismatch ({len(mismatched)}): {_listing(mismatched)}")
     if problems:
@@ -275,7 +356,9 @@ def convert_state_dict(state_dict, model, cfg=None, backbone_only=False):
     for key, value in converted.items():
         var = targets[key][0]
         var.assign(value.astype(var.dtype))
-    return {"kind": kind, "loaded": len(converted), "ignored": ignored}
+    return {"kind": kind, "loaded": len(converted), "loaded_keys": sorted(converted), "ignored": ignored,
+            "reinitialized": [p for p in class_prefixes if p in reinit],
+            "source_classes": _source_num_classes(renamed) if kind == "yolact" else None}
 
 
 def _run_files(config_name, num_classes, label_map_path, folder):

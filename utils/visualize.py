@@ -3,12 +3,17 @@
 original: eval.py prep_display (mask alpha 0.45, box thickness 1, FONT_HERSHEY_DUPLEX 0.6, filled label background,
 colour per class, or per instance with ``class_color`` False). The palette here is generated (evenly spread hues),
 not the original's list.
+
+The displayed score (:func:`display_order`) is the one the original's prep_display shows: for YOLACT++ it
+temporarily sets ``rescore_bbox = True``, so the score drawn, thresholded and sorted for ``top_k`` is box score x
+predicted mask IoU (the result's ``mask_scores``); for YOLACT it is the box (class) score. COCO evaluation keeps
+both (utils/coco_eval.py: box score for box AP, mask score for mask AP).
 """
 
 from __future__ import annotations
 
 import colorsys
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -23,6 +28,31 @@ def color(index: int) -> tuple:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def display_order(result: Dict[str, np.ndarray], score_threshold: float = 0.0,
+                  top_k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Which detections a display shows, best first, and the score shown for each.
+
+    original: eval.py prep_display: with YOLACT++'s mask-IoU net (``rescore_bbox`` set True there) the score is
+    box score x mask IoU; detections are sorted by it (descending, stable), the best ``top_k`` kept and the list cut
+    at the first one not above ``score_threshold``.
+
+    Args:
+      result: :func:`yolact.detection.postprocess` dict: ``scores`` float [n] box scores (sorted descending),
+        YOLACT++ also ``mask_scores`` float [n] (box score x predicted mask IoU).
+      score_threshold: show detections whose displayed score is > this.
+      top_k: at most this many (None: all).
+
+    Returns:
+      ``(indices, scores)``: int64 [m] rows of ``result`` in display order and float32 [m] their displayed scores.
+    """
+    scores = np.asarray(result.get("mask_scores", result["scores"]), np.float32)
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] > score_threshold]
+    if top_k is not None:
+        order = order[:top_k]
+    return order.astype(np.int64), scores[order]
+
+
 def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_names: Sequence[str],
                     score_threshold: float = 0.0, top_k: Optional[int] = None, display_masks: bool = True,
                     display_bboxes: bool = True, display_text: bool = True, display_scores: bool = True,
@@ -32,9 +62,11 @@ def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_name
     Args:
       image: uint8 RGB [H, W, 3] (not modified).
       result: :func:`yolact.detection.postprocess` dict (``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
-        int [n] 0-based, ``scores`` [n] sorted descending, ``masks`` uint8 [n, H, W]).
+        int [n] 0-based, ``scores`` [n] sorted descending, ``masks`` uint8 [n, H, W]; YOLACT++ ``mask_scores`` [n]).
       class_names: name of each 0-based class.
-      score_threshold: draw detections with score > this; top_k: at most this many (the best ones).
+      score_threshold: draw detections with displayed score > this; top_k: at most this many (the best ones). The
+        displayed score is ``mask_scores`` when present (YOLACT++, as the original), else ``scores``: see
+        :func:`display_order`.
       display_*: what to draw; class_color: colour by class (True) or by detection rank (False).
 
     Returns:
@@ -45,10 +77,7 @@ def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_name
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
-    scores = np.asarray(result["scores"])
-    keep = np.nonzero(scores > score_threshold)[0]
-    if top_k is not None:
-        keep = keep[:top_k]
+    keep, shown = display_order(result, score_threshold, top_k)
     out = image.astype(np.float32)
     colors = [color(int(result["classes"][i]) if class_color else j) for j, i in enumerate(keep)]
     if display_masks and len(keep):
@@ -65,7 +94,7 @@ def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_name
             cv2.rectangle(out, (x1, y1), (x2, y2), colors[j], 1)
         if display_text:
             name = class_names[int(result["classes"][i])]
-            text = f"{name}: {scores[i]:.2f}" if display_scores else name
+            text = f"{name}: {shown[j]:.2f}" if display_scores else name
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, 0.6, 1)
             ty = max(y1, th + 4)
             cv2.rectangle(out, (x1, ty - th - 4), (x1 + tw, ty), colors[j], -1)
@@ -73,4 +102,4 @@ def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_name
     return out
 
 
-__all__ = ["color", "draw_detections", "MASK_ALPHA"]
+__all__ = ["color", "display_order", "draw_detections", "MASK_ALPHA"]

@@ -21,8 +21,9 @@ class InitError(OptionError):
     """``-init`` names weights that do not exist, cannot be read or do not fit the model (one line, exit 2)."""
 
 
-# The model fields two configs must share for one's weights to initialise the other.
-ARCHITECTURE_FIELDS = ("backbone", "img_size", "num_classes", "fpn_channels", "num_mask")
+# The model fields two configs must share for one's weights to initialise the other (the class count may differ:
+# see YolactTask.initialize).
+ARCHITECTURE_FIELDS = ("backbone", "img_size", "fpn_channels", "num_mask")
 
 
 def schedule_for(train_cfg):
@@ -69,10 +70,19 @@ class YolactTask:
         ``.weights.h5``) or a ``.weights.h5``, whose folder's config.json must agree in architecture; or an
         original ``.pth`` / ``.npz`` (full YOLACT, or an ImageNet backbone), converted on the fly.
 
+        Fine-tuning to another class count (a dataset whose label_map.json differs from the ``-init`` model's,
+        e.g. a converted 81-class COCO model on an 11-class dataset): every tensor whose shape does not depend on
+        the class count is loaded; the class-dependent layers (utils/convert_weights.py
+        ``class_dependent_prefixes``: the head's conf_layer, semantic_seg_conv, the mask-IoU net's last conv) keep
+        ``model``'s fresh initialisation, and each is logged as ``skipped PREFIX (81 classes in -init, 11 here):
+        re-initialised``. Keras weights go through a model built with the ``-init`` folder's config and then
+        through the same key / shape checks as an original state_dict (``state_dict_of`` ->
+        ``load_all_but_class_dependent``).
+
         Raises:
-          InitError: missing or unreadable weights; an architecture (backbone, img_size, class count...) that
-            differs from this run's. Fine-tuning across class counts is not supported: a class-count mismatch is
-            this error too.
+          InitError: missing or unreadable weights; an architecture other than the class count (backbone,
+            img_size, FPN channels, prototypes, or any mismatched tensor outside the class-dependent layers)
+            that differs from this run's.
         """
         path = self.options.init
         if not path:
@@ -83,7 +93,9 @@ class YolactTask:
             if os.path.isdir(path) or path.endswith(".weights.h5"):
                 self._init_from_run(model, path)
             else:
-                self._init_from_state_dict(model, path)
+                from utils import convert_weights as cw
+
+                self._init_from_state_dict(model, path, cw.load_state_dict_file(path))
         except InitError:
             raise
         except (ValueError, OSError, KeyError, tf.errors.OpError) as e:
@@ -91,16 +103,16 @@ class YolactTask:
 
     def _init_from_run(self, model, path):
         from yolact import checkpoint
-        from yolact.model import checkpoint_variables
+        from yolact.model import build_model, checkpoint_variables
 
         folder = checkpoint.run_dir_of(path)
+        theirs = None
         if os.path.isfile(os.path.join(folder, checkpoint.CONFIG_FILENAME)):
-            theirs = checkpoint.read_config(folder).model
-            diff = [f"{k} {getattr(theirs, k)} vs {getattr(self.cfg.model, k)}" for k in ARCHITECTURE_FIELDS
-                    if getattr(theirs, k) != getattr(self.cfg.model, k)]
+            theirs = checkpoint.read_config(folder)
+            diff = [f"{k} {getattr(theirs.model, k)} vs {getattr(self.cfg.model, k)}" for k in ARCHITECTURE_FIELDS
+                    if getattr(theirs.model, k) != getattr(self.cfg.model, k)]
             if diff:
-                raise InitError(f"-init {path} has another architecture than this run ({'; '.join(diff)}); "
-                                "fine-tuning across class counts is not supported yet")
+                raise InitError(f"-init {path} has another architecture than this run ({'; '.join(diff)})")
         weights = path if path.endswith(".weights.h5") else None
         prefix = None if weights else tf.train.latest_checkpoint(path)
         if weights is None and prefix is None:
@@ -109,18 +121,30 @@ class YolactTask:
             if not found:
                 raise InitError(f"-init {path}: no checkpoint and no .weights.h5 in the folder")
             weights = found[-1]
+        other_classes = theirs is not None and theirs.num_classes != self.cfg.num_classes
+        # another class count: load into a model of the -init's config, then copy all but the class-dependent
+        target = build_model(theirs, freeze_bn=True) if other_classes else model
         if weights:
-            model.load_weights(weights)
+            target.load_weights(weights)
         else:
-            tf.train.Checkpoint(model_variables=checkpoint_variables(model)).restore(prefix).expect_partial()
-        self.log(f"Initialized from {weights or prefix}")
+            tf.train.Checkpoint(model_variables=checkpoint_variables(target)).restore(prefix).expect_partial()
+        if other_classes:
+            from utils import convert_weights as cw
 
-    def _init_from_state_dict(self, model, path):
+            self._init_from_state_dict(model, weights or prefix, cw.state_dict_of(target))
+        else:
+            self.log(f"Initialized from {weights or prefix}")
+
+    def _init_from_state_dict(self, model, path, sd):
         from utils import convert_weights as cw
 
-        sd = cw.load_state_dict_file(path)
-        info = cw.convert_state_dict(sd, model, self.cfg, backbone_only=cw.detect_kind(sd) != "yolact")
-        self.log(f"Initialized from {path}: {info['kind']}, {info['loaded']} tensors")
+        info = cw.load_all_but_class_dependent(sd, model, self.cfg)  # backbone-only for ImageNet files
+        for prefix in info["reinitialized"]:
+            self.log(f"skipped {prefix} ({info['source_classes']} classes in -init, {self.cfg.num_classes} here): "
+                     "re-initialised")
+        self.log(f"Initialized from {path}: {info['kind']}, {info['loaded']} tensors"
+                 + (f", {len(info['reinitialized'])} class-dependent layers re-initialised"
+                    if info["reinitialized"] else ""))
 
     def create_optimizer(self, mixed_precision: str = "none"):
         """``(optimizer, torch_sgd)``: TorchSGD (PyTorch momentum, coupled L2 decay) on :attr:`schedule`, wrapped

@@ -1,0 +1,135 @@
+"""export_saved_model.py on YOLACT++: the fixture's YOLACT++ R50 weights (reference_r50/weights.npz completed by
+reference_plus_r50/weights_delta.npz) converted and exported, served in a fresh process that cannot import the
+project: ``detection_scores`` are the original's box scores and ``detection_mask_scores`` its mask scores (box score
+x predicted mask IoU) on image0 (reference_plus_r50 README "Detections": det0_box_score, det0_mask_score). Also the
+scores a display and the COCO evaluation use for YOLACT++ detections (the original's det0)."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import FIXTURE, ROOT
+
+SERVE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    try:
+        import yolact  # noqa: F401
+        sys.exit("the project is importable from the serving process")
+    except ImportError:
+        pass
+    export_dir, inputs, out = sys.argv[1:4]
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    image = np.load(inputs)["image0"]
+    np.savez(out, **{k: v.numpy() for k, v in serve(images=tf.constant(image[None])).items()})
+""")
+
+
+def _env():
+    return {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, plus_state_dict):
+    from utils.convert_weights import convert_file
+
+    work = tmp_path_factory.mktemp("plus_export")
+    src = work / "plus_fixture.npz"
+    np.savez(src, **plus_state_dict)
+    weights = work / "run" / "yolact_plus_resnet50.weights.h5"
+    convert_file(str(src), "yolact_plus_resnet50", str(weights))
+    export_dir = work / "saved_model"
+    r = subprocess.run([sys.executable, "export_saved_model.py", "-checkpoint", str(weights.parent), "-export_dir",
+                        str(export_dir)], cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    script = work / "serve.py"
+    script.write_text(SERVE)
+    out = work / "res.npz"
+    r = subprocess.run([sys.executable, "-I", str(script), str(export_dir), str(FIXTURE / "inputs.npz"), str(out)],
+                       cwd=work, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return {k: v[0] for k, v in np.load(out).items()}
+
+
+@pytest.mark.slow
+def test_served_plus_scores_are_box_and_mask_scores_of_the_original(served, plus_outputs):
+    """Each served detection is one of the original's (same class, truncated pixel box within 1 px, box score within 5e-4: the
+    float32 noise of our own forward on this fixture, tests/test_plus_parity.py test_detections_from_own_forward;
+    rows whose box scores are that close may swap places, measured: 2 pairs), one to one; on those pairs
+    detection_scores = det0_box_score and detection_mask_scores = det0_mask_score (box score x mask IoU) within
+    5e-4 (measured 3.4e-4 and 8.8e-5), 14 of them exactly 0 (mask IoU 0)."""
+    from yolact.ops.label_map import coco_label_map
+
+    assert sorted(served) == ["detection_boxes", "detection_classes", "detection_mask_scores", "detection_masks",
+                              "detection_scores", "num_detections"]
+    assert int(served["num_detections"]) == 100
+    ids = np.asarray(coco_label_map().ids)[plus_outputs["det0_class"]]
+    ref_box, ref_mask = plus_outputs["det0_box_score"], plus_outputs["det0_mask_score"]
+    box, mask = served["detection_scores"], served["detection_mask_scores"]
+    assert np.all(np.diff(box) <= 0)
+    h, w = plus_outputs["det0_masks"].shape[1:]
+    b = served["detection_boxes"]
+    px = np.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=1)
+    match = []
+    for i in range(100):
+        err = np.abs(np.floor(px[i]) - plus_outputs["det0_box"]).max(axis=1)  # the original truncates (.long())
+        ok = np.nonzero((ids == served["detection_classes"][i]) & (err <= 1) & (np.abs(ref_box - box[i]) <= 5e-4))[0]
+        assert len(ok) >= 1, i
+        match.append(int(ok[np.argmin(np.abs(ref_box[ok] - box[i]))]))
+    assert sorted(match) == list(range(100))
+    print(f"{sum(j != i for i, j in enumerate(match))} rows in another place; box score max abs error "
+          f"{np.abs(box - ref_box[match]).max():.3g}, mask score {np.abs(mask - ref_mask[match]).max():.3g}")
+    np.testing.assert_allclose(box, ref_box[match], rtol=0, atol=5e-4)
+    np.testing.assert_allclose(mask, ref_mask[match], rtol=0, atol=5e-4)
+    assert int((mask == 0).sum()) == int((ref_mask == 0).sum()) == 14
+
+
+# -- display and evaluation scores of YOLACT++ detections (the original's postprocessed det0, no model needed) ------
+
+
+def _plus_result(plus_outputs):
+    """The original's postprocessed det0 as a yolact.detection.postprocess dict (COCO category ids)."""
+    from yolact.ops.label_map import coco_label_map
+
+    return {"boxes": plus_outputs["det0_box"].astype(np.int32), "classes": plus_outputs["det0_class"].astype(np.int32),
+            "category_ids": np.asarray(coco_label_map().ids)[plus_outputs["det0_class"]].astype(np.int32),
+            "scores": plus_outputs["det0_box_score"], "mask_scores": plus_outputs["det0_mask_score"],
+            "masks": plus_outputs["det0_masks"]}
+
+
+def test_display_uses_mask_scores_as_the_original_prep_display(plus_outputs):
+    """original eval.py prep_display with rescore_bbox True: sorted by box score x mask IoU, top_k, cut at the
+    threshold; the drawn mask of top_k=1 is detection 94's (best mask score 0.2533, box score 0.3525), not detection
+    0's (best box score 0.6770, empty mask)."""
+    from utils.visualize import display_order, draw_detections
+
+    result = _plus_result(plus_outputs)
+    rows, shown = display_order(result, score_threshold=0.15, top_k=5)
+    assert rows.tolist() == [94, 6, 99, 68, 91]
+    np.testing.assert_array_equal(shown, plus_outputs["det0_mask_score"][[94, 6, 99, 68, 91]])
+    rows, _ = display_order(result, score_threshold=0.2, top_k=5)
+    assert rows.tolist() == [94, 6]  # 0.2533, 0.2443, then 0.1900
+    box_rows, box_shown = display_order({k: v for k, v in result.items() if k != "mask_scores"}, 0.0, 3)
+    assert box_rows.tolist() == [0, 1, 2] and np.all(box_shown == plus_outputs["det0_box_score"][:3])
+    h, w = result["masks"].shape[1:]
+    blank = np.zeros((h, w, 3), np.uint8)
+    drawn = draw_detections(blank, result, ["c"] * 80, top_k=1, display_bboxes=False, display_text=False)
+    np.testing.assert_array_equal(drawn.max(axis=2) > 0, result["masks"][94] > 0)
+
+
+def test_coco_results_keep_box_score_for_boxes_and_mask_score_for_masks(plus_outputs):
+    """utils/coco_eval.py: bbox results carry the box score, segm results the mask score (original eval.py)."""
+    from utils.coco_eval import detections_to_coco, split_results
+
+    result = _plus_result(plus_outputs)
+    entries = detections_to_coco(5001, result)
+    area = np.prod(result["boxes"][:, 2:] - result["boxes"][:, :2], axis=1)
+    kept = np.nonzero(area > 0)[0]
+    assert len(entries) == len(kept) > 0
+    bbox, segm = split_results(entries)
+    np.testing.assert_allclose([e["score"] for e in bbox], plus_outputs["det0_box_score"][kept], rtol=1e-7)
+    np.testing.assert_allclose([e["score"] for e in segm], plus_outputs["det0_mask_score"][kept], rtol=1e-7)
