@@ -200,6 +200,7 @@ def main(argv):
     try:
         if _is_nonempty_dir(FLAGS.export_dir) and not FLAGS.overwrite:  # refuse before loading anything
             raise FileExistsError(f"{FLAGS.export_dir} exists and is not empty: pass -overwrite to replace it")
+        _check_deploy_flags()
         cfg, label_map, _ = resolve_run(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map)
         deployables, calibration = _deployables(cfg)
         export(cfg, FLAGS.checkpoint, FLAGS.export_dir, label_map, FLAGS.xla_nms, FLAGS.overwrite, deployables)
@@ -215,6 +216,23 @@ def main(argv):
                      if name.endswith("int8.tflite") else ""))
 
 
+def _check_deploy_flags() -> None:
+    """-tflite / -representative_data checked before the checkpoint is even looked at.
+
+    Raises:
+      ValueError: unknown precision; int8 without -representative_data or with a glob that matches nothing.
+    """
+    from yolact.deploy.tflite import parse_precisions
+
+    if "int8" in (parse_precisions(FLAGS.tflite) if FLAGS.tflite else []):
+        if not FLAGS.representative_data:
+            raise ValueError("-tflite int8 needs -representative_data 'GLOB' (TFRecords of calibration images)")
+        import tensorflow as tf
+
+        if not tf.io.gfile.glob(FLAGS.representative_data):
+            raise ValueError(f"no TFRecord files match {FLAGS.representative_data!r} (-representative_data)")
+
+
 def _deployables(cfg):
     """(write_deployables kwargs, calibration counter) from -tflite / -representative_data / -onnx, checked before
     anything is loaded.
@@ -227,9 +245,7 @@ def _deployables(cfg):
     precisions = parse_precisions(FLAGS.tflite) if FLAGS.tflite else []
     calibration = {"images": 0}
     representative = None
-    if "int8" in precisions:
-        if not FLAGS.representative_data:
-            raise ValueError("-tflite int8 needs -representative_data 'GLOB' (TFRecords of calibration images)")
+    if "int8" in precisions:  # flags already checked by _check_deploy_flags
         from data.parser import eval_dataset
         from yolact.deploy.tflite import denormalized_images
 
