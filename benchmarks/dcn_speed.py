@@ -18,10 +18,12 @@ import pathlib
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from utils import cli  # noqa: E402  (after the sys.path line)
 
 flags.DEFINE_integer("runs", 20, "Timed calls per layer and mode (median reported).")
 flags.DEFINE_bool("strided", False, "Also time the stride-2 first block of each stage.")
@@ -135,4 +137,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.quiet_startup(__name__)
+    cli.run(main)

@@ -19,10 +19,12 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from utils import cli  # noqa: E402  (after the sys.path line)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", None, ".weights.h5 for yolact_resnet50 (default: random init)")
@@ -108,4 +110,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.quiet_startup(__name__)
+    cli.run(main)

@@ -37,10 +37,12 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from utils import cli  # noqa: E402  (after the sys.path line)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", None, ".weights.h5 of the model (e.g. the fixture's, converted)", required=True)
@@ -146,4 +148,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.quiet_startup(__name__)
+    cli.run(main)

@@ -26,10 +26,12 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from utils import cli  # noqa: E402  (after the sys.path line)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("yolact_weights", None, "yolact_resnet50 run folder / .weights.h5 (default: the fixture's)")
@@ -111,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.quiet_startup(__name__)
+    cli.run(main)

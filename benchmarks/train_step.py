@@ -15,10 +15,12 @@ import pathlib
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from utils import cli  # noqa: E402  (after the sys.path line)
 
 flags.DEFINE_list("configs", ["yolact_resnet50", "yolact_efficientnet_lite0"], "Config presets.")
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "float32 / bfloat16 / float16.")
@@ -87,4 +89,5 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.quiet_startup(__name__)
+    cli.run(main)
