@@ -90,6 +90,11 @@ def run(main) -> None:
     from absl import app
 
     def wrapped(argv):
+        from absl import flags, logging
+
+        # absl turns its Python logging to INFO after parsing (TF's saver notes etc.): WARNING unless asked for
+        if not verbose_requested() and not ("verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present):
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except (UserError, FaultError, Interrupted) as e:
