@@ -88,7 +88,8 @@ def test_missing_inputs_give_one_line_errors(weights, tmp_path):
     assert "Traceback" not in r.stderr
     r = _run("-config", "yolact_resnet50", "-checkpoint", tmp_path / "nope.weights.h5", "-image", tmp_path / "x.jpg")
     assert r.returncode == 2 and "checkpoint not found: " in r.stderr and "Traceback" not in r.stderr
-    r = _run("-checkpoint", tmp_path / "nope.weights.h5", "-image", tmp_path / "x.jpg")  # no config.json, no -config
+    (tmp_path / "bare.weights.h5").write_bytes(b"")  # exists, but its folder has no config.json and no -config
+    r = _run("-checkpoint", tmp_path / "bare.weights.h5", "-image", tmp_path / "x.jpg")
     assert r.returncode == 2 and "config.json not found: pass -config" in r.stderr
 
 
