@@ -139,6 +139,10 @@ def test_plus_resume_after_interruption_equals_uninterrupted_run(records, plus_n
     assert sorted(mine) == sorted(theirs) and any(k.startswith("maskiou_net.") for k in mine)
     for key in mine:
         np.testing.assert_allclose(mine[key].numpy(), theirs[key].numpy(), rtol=0, atol=1e-6, err_msg=key)
+    # Momentum buffers, relative L2 per buffer. Backbone gradients carry ~1 % run-to-run noise on CPU (summation
+    # order; cf. tests/test_gradients.py): two uninterrupted runs differed by <= 1.1 % (max element 2.2 %) here and by
+    # up to 10 % in the max element on the CI machine. A resume that lost the buffers (restarting them at step 2) is
+    # >= 29 % away in every buffer, 76-88 % in the backbone's (measured 2026-12-01).
     for a, b in zip(full.inner_opt.momentums, resumed.inner_opt.momentums):
         a, b = a.numpy(), b.numpy()
-        assert np.max(np.abs(a - b)) <= 0.1 * np.max(np.abs(a)) + 1e-6
+        assert np.linalg.norm(a - b) <= 0.15 * np.linalg.norm(a) + 1e-9
