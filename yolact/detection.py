@@ -41,7 +41,10 @@ from yolact.ops.anchors import make_anchors
 from yolact.ops.box_ops import decode, iou
 
 NMS_TYPES = ("fast", "cross_class", "traditional")
-_INVALID = -1.0  # score given to non-candidates before sorting; real scores are softmax probabilities >= 0
+# Score given to non-candidates before sorting (real scores are softmax probabilities >= 0). Validity after a top-k
+# is gathered from the boolean mask, never read back from the score: in an int8 TFLite model the scores are
+# quantized on [0, 1] and -1 saturates to 0.
+_INVALID = -1.0
 
 
 def _suppressed_by_higher(iou: tf.Tensor, nms_threshold: float) -> tf.Tensor:
@@ -63,7 +66,7 @@ def _final_top(scores: tf.Tensor, valid: tf.Tensor, max_det: int):
     m = masked.shape[-1]
     k = min(max_det, m)
     top_scores, top_idx = tf.math.top_k(masked, k=k, sorted=True)
-    top_valid = top_scores > _INVALID / 2
+    top_valid = tf.gather(valid, top_idx, batch_dims=1)  # not ``top_scores > _INVALID / 2``: see _INVALID
     if k < max_det:
         pad = [[0, 0], [0, max_det - k]]
         top_scores = tf.pad(top_scores, pad, constant_values=_INVALID)
@@ -108,7 +111,7 @@ def fast_nms(boxes, fg_scores, coefs, conf_threshold, top_k, nms_threshold, max_
     candidate = tf.reduce_max(fg_scores, axis=-1) > conf_threshold  # [B, N]
     masked = tf.where(candidate[..., None], fg_scores, _INVALID)
     cls_scores, cls_idx = tf.math.top_k(tf.transpose(masked, [0, 2, 1]), k=k, sorted=True)  # [B, C-1, k]
-    valid = cls_scores > _INVALID / 2
+    valid = tf.gather(candidate, cls_idx, batch_dims=1)
     batch = tf.shape(boxes)[0]
     flat_idx = tf.reshape(cls_idx, [batch, num_fg * k])
     cls_boxes = tf.reshape(_gather_rows(boxes, flat_idx), [batch, num_fg, k, 4])
@@ -130,9 +133,10 @@ def cross_class_fast_nms(boxes, fg_scores, coefs, conf_threshold, top_k, nms_thr
     k = min(top_k, n)
     best = tf.reduce_max(fg_scores, axis=-1)  # [B, N]
     best_cls = tf.argmax(fg_scores, axis=-1, output_type=tf.int32)
-    masked = tf.where(best > conf_threshold, best, _INVALID)
+    candidate = best > conf_threshold
+    masked = tf.where(candidate, best, _INVALID)
     top_scores, top_idx = tf.math.top_k(masked, k=k, sorted=True)  # [B, k]
-    valid = top_scores > _INVALID / 2
+    valid = tf.gather(candidate, top_idx, batch_dims=1)
     cand_boxes = _gather_rows(boxes, top_idx)
     keep = _suppressed_by_higher(iou(cand_boxes, cand_boxes), nms_threshold) & valid
     scores, pos, out_valid = _final_top(top_scores, keep, max_num_detection)
