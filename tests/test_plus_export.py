@@ -34,7 +34,8 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, plus_state_dict):
+def export_dir(tmp_path_factory, plus_state_dict):
+    """The converted fixture weights exported by the CLI: SavedModel and float32 TFLite."""
     from utils.convert_weights import convert_file
 
     work = tmp_path_factory.mktemp("plus_export")
@@ -42,10 +43,18 @@ def served(tmp_path_factory, plus_state_dict):
     np.savez(src, **plus_state_dict)
     weights = work / "run" / "yolact_plus_resnet50.weights.h5"
     convert_file(str(src), "yolact_plus_resnet50", str(weights))
-    export_dir = work / "saved_model"
+    out = work / "saved_model"
     r = subprocess.run([sys.executable, "export_saved_model.py", "-checkpoint", str(weights.parent), "-export_dir",
-                        str(export_dir)], cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=900)
+                        str(out), "-tflite", "float32"], cwd=ROOT, capture_output=True, text=True, env=_env(),
+                       timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(export_dir, tmp_path_factory):
+    """serving_default's outputs on image0, in a fresh process that cannot import the project."""
+    work = tmp_path_factory.mktemp("plus_serve")
     script = work / "serve.py"
     script.write_text(SERVE)
     out = work / "res.npz"
@@ -133,3 +142,38 @@ def test_coco_results_keep_box_score_for_boxes_and_mask_score_for_masks(plus_out
     bbox, segm = split_results(entries)
     np.testing.assert_allclose([e["score"] for e in bbox], plus_outputs["det0_box_score"][kept], rtol=1e-7)
     np.testing.assert_allclose([e["score"] for e in segm], plus_outputs["det0_mask_score"][kept], rtol=1e-7)
+
+
+@pytest.mark.slow
+def test_tflite_plus_export_carries_mask_scores_as_the_saved_model(export_dir):
+    """The YOLACT++ float32 TFLite export has the sixth output detection_mask_scores, and yolact.runtimes turns it
+    into the result's ``mask_scores`` (what -eval's mask AP and the display use) for the SavedModel and the .tflite
+    alike: on image0 resized to 550 by cv2 (the contract's input), every SavedModel detection with box score >= 0.05
+    has its TFLite counterpart (tests/test_deploy.py match_detections: same class, box score within 1e-3) whose mask
+    score is within 1e-3."""
+    import cv2
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tests.test_deploy import match_detections
+    from yolact.checkpoint import resolve_run
+    from yolact.runtimes import open_model
+
+    tflite = export_dir / "yolact_float32.tflite"
+    outputs = Interpreter(model_path=str(tflite)).get_signature_list()["serving_default"]["outputs"]
+    assert sorted(outputs) == ["detection_boxes", "detection_classes", "detection_mask_scores", "detection_masks",
+                               "detection_scores", "num_detections"]
+    run = resolve_run(str(export_dir))
+    image = np.load(FIXTURE / "inputs.npz")["image0"]
+    x = cv2.resize(image, (550, 550), interpolation=cv2.INTER_LINEAR)
+    h, w = image.shape[:2]
+    results = {}
+    for path in (export_dir, tflite):
+        runner = open_model(str(path), run.cfg, run.label_map, num_threads=2)
+        results[runner.kind] = runner.postprocess(runner.run(x[None]), h, w)
+    ref, res = results["saved_model"], results["tflite"]
+    assert "mask_scores" in ref and "mask_scores" in res
+    i, j = match_detections(ref, res)
+    assert len(i) >= 50
+    err = np.abs(ref["mask_scores"][i] - res["mask_scores"][j]).max()
+    print(f"{len(i)} detections >= 0.05 matched; mask score max abs difference {err:.2e}")
+    assert err <= 1e-3

@@ -98,6 +98,10 @@ class Predictor:
         self._frozen = False  # True once the network runs frozen (or freezing was tried and failed)
         self._images_run = 0
         self._pre = tf.function(lambda img: preprocess.eval_preprocess(img, cfg)[None], reduce_retracing=True)
+        # YOLACT++ re-scoring as one graph: eager, the mask-IoU net's 100 masks cost about twice as much; XLA is
+        # slower than both on CPU (benchmarks/plus_vs_yolact.py, docs/benchmarks.md).
+        self._rescore = tf.function(
+            lambda dets, proto: rescore_detections(dets, proto, model.maskiou_net, cfg.detection))
 
     @classmethod
     def from_checkpoint(cls, checkpoint, config_name: Optional[str] = None, img_size: Optional[int] = None,
@@ -165,7 +169,9 @@ class Predictor:
         out = self.run_network(images)
         out["proto"].numpy()
         t1 = time.perf_counter()
-        dets = rescore_detections(self.detect(out), out["proto"], self.model.maskiou_net, self.cfg.detection)
+        dets = self.detect(out)
+        if self.model.maskiou_net is not None:
+            dets = self._rescore(dets, out["proto"])
         dets["num_detections"].numpy()
         t2 = time.perf_counter()
         result = self.detector.postprocess(dets, out["proto"], height, width, score_threshold=score_threshold,

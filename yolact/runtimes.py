@@ -118,7 +118,8 @@ class ExportedModelRunner:
                     max_detections: Optional[int] = None) -> Dict[str, np.ndarray]:
         """Contract outputs (batch of one) → the Predictor's result dict at (height, width): the kept rows (score
         > ``score_threshold`` when it is > 0, then the best ``max_detections``), masks upsampled bilinearly
-        (``cv2.INTER_LINEAR``, unless already at (height, width)) and thresholded at 0.5."""
+        (``cv2.INTER_LINEAR``, unless already at (height, width)) and thresholded at 0.5; YOLACT++ exports'
+        ``detection_mask_scores`` become ``mask_scores`` (as the Predictor's result)."""
         import cv2
 
         n = int(out["num_detections"][0])
@@ -133,8 +134,11 @@ class ExportedModelRunner:
         if probs.shape[1:] != (height, width):
             probs = np.stack([cv2.resize(m, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
                               for m in probs]) if len(keep) else np.zeros([0, height, width], np.float32)
-        return {"boxes": boxes, "classes": self._id_to_class[ids].astype(np.int32), "category_ids": ids,
-                "scores": scores[keep], "masks": (probs > 0.5).astype(np.uint8)}
+        result = {"boxes": boxes, "classes": self._id_to_class[ids].astype(np.int32), "category_ids": ids,
+                  "scores": scores[keep], "masks": (probs > 0.5).astype(np.uint8)}
+        if "detection_mask_scores" in out:  # YOLACT++: mask AP and the display use box score x mask IoU
+            result["mask_scores"] = np.asarray(out["detection_mask_scores"][0, keep], np.float32)
+        return result
 
 
 def _add(timings, key, seconds):

@@ -14,6 +14,8 @@ models' metadata (:func:`contract_metadata`):
   resolution (Hp = Wp = S / 4 rounded as the backbone does: 138 at 550), already zeroed outside the box padded by
   one prototype pixel. The caller upsamples each mask bilinearly (half-pixel, ``cv2.INTER_LINEAR``) to the
   original image size and thresholds at 0.5 (``> 0.5``), which is exactly what the SavedModel does in-graph.
+  YOLACT++ models (``use_maskiou``) add ``detection_mask_scores`` float32 [1, D] (box score x predicted mask IoU,
+  the score of the mask results and of the display), as their SavedModel does.
 
 Normalisation, the network, box decoding, per-class Fast NMS (original: layers/functions/detection.py
 Detect.fast_nms) and mask assembly (original: layers/output_utils.py postprocess, before the upsampling) are all
@@ -32,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from yolact.detection import DetectionGenerator, to_output_convention
+from yolact.maskiou import rescore_detections
 from yolact.ops.preprocess import normalize
 
 INPUT_NAME = "images"
@@ -59,7 +62,10 @@ def deployable_function(model, cfg, category_ids) -> tf.types.experimental.Gener
     ids = np.asarray(category_ids, np.int32)  # numpy: a graph constant, not a captured input (tf2onnx)
 
     def run(images):
-        dets = detector(model(normalize(images, cfg), training=False))  # masks at prototype resolution
+        out = model(normalize(images, cfg), training=False)
+        dets = detector(out)  # masks at prototype resolution
+        if model.maskiou_net is not None:  # YOLACT++: adds detection_mask_scores, as Yolact.detect
+            dets = rescore_detections(dets, out["proto"], model.maskiou_net, cfg.detection)
         return to_output_convention(dets, ids)
 
     return tf.function(run, input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8, name=INPUT_NAME)])
@@ -73,7 +79,9 @@ def contract_metadata(cfg, label_map, precision: str) -> Dict[str, str]:
                             "outputs num_detections int32 [1], detection_boxes float32 [1,D,4] normalised "
                             "[ymin,xmin,ymax,xmax], detection_classes int32 [1,D] dataset category ids, "
                             "detection_scores float32 [1,D], detection_masks float32 [1,D,Hp,Wp] probabilities at "
-                            "prototype resolution cropped to the box: upsample bilinear to the image, > 0.5"),
+                            "prototype resolution cropped to the box: upsample bilinear to the image, > 0.5"
+                            + ("; detection_mask_scores float32 [1,D] box score x predicted mask IoU (YOLACT++)"
+                               if cfg.model.use_maskiou else "")),
         "config": cfg.name,
         "img_size": str(cfg.model.img_size),
         "prototype_size": str(prototype_size(cfg)),
