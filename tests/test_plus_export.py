@@ -149,12 +149,11 @@ def test_tflite_plus_export_carries_mask_scores_as_the_saved_model(export_dir):
     """The YOLACT++ float32 TFLite export has the sixth output detection_mask_scores, and yolact.runtimes turns it
     into the result's ``mask_scores`` (what -eval's mask AP and the display use) for the SavedModel and the .tflite
     alike: on image0 resized to 550 by cv2 (the contract's input), every SavedModel detection with box score >= 0.05
-    has its TFLite counterpart (tests/test_deploy.py match_detections: same class, box score within 1e-3) whose mask
-    score is within 1e-3."""
+    has its TFLite counterpart (same class, pixel box within 2 px, box score within 1e-3) whose mask score is within
+    1e-3."""
     import cv2
     from ai_edge_litert.interpreter import Interpreter
 
-    from tests.test_deploy import match_detections
     from yolact.checkpoint import resolve_run
     from yolact.runtimes import open_model
 
@@ -172,8 +171,20 @@ def test_tflite_plus_export_carries_mask_scores_as_the_saved_model(export_dir):
         results[runner.kind] = runner.postprocess(runner.run(x[None]), h, w)
     ref, res = results["saved_model"], results["tflite"]
     assert "mask_scores" in ref and "mask_scores" in res
-    i, j = match_detections(ref, res)
-    assert len(i) >= 50
+    # One to one: same class, pixel box within 2 px, box score within 1e-3, anywhere in the list (YOLACT++'s float32
+    # noise reorders near-tied rows further than the three-row window of tests/test_deploy.py's YOLACT matching).
+    used, pairs = set(), []
+    for a in np.nonzero(ref["scores"] >= 0.05)[0]:
+        ok = [b for b in range(len(res["scores"]))
+              if b not in used and res["category_ids"][b] == ref["category_ids"][a]
+              and np.abs(res["boxes"][b] - ref["boxes"][a]).max() <= 2
+              and abs(res["scores"][b] - ref["scores"][a]) <= 1e-3]
+        assert ok, f"SavedModel detection {a} has no TFLite counterpart"
+        best = min(ok, key=lambda b: abs(res["scores"][b] - ref["scores"][a]))
+        used.add(best)
+        pairs.append((a, best))
+    i, j = np.asarray(pairs).T
+    score_err = np.abs(ref["scores"][i] - res["scores"][j]).max()
     err = np.abs(ref["mask_scores"][i] - res["mask_scores"][j]).max()
-    print(f"{len(i)} detections >= 0.05 matched; mask score max abs difference {err:.2e}")
-    assert err <= 1e-3
+    print(f"{len(i)} detections >= 0.05 matched; box score max abs difference {score_err:.2e}, mask score {err:.2e}")
+    assert len(i) == 100 and err <= 1e-3  # measured 100, box scores 1.3e-4, mask scores 5.9e-5 apart
