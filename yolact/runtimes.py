@@ -134,10 +134,12 @@ class ExportedModelRunner:
         masks = out["detection_masks"][0, keep]
         if masks.dtype != np.uint8:  # probabilities (uint8: already thresholded at the image size, see below)
             probs = np.asarray(masks, np.float32)
-            if probs.shape[1:] != (height, width):
-                probs = np.stack([cv2.resize(m, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
-                                  for m in probs]) if len(keep) else np.zeros([0, height, width], np.float32)
-            masks = (probs > 0.5).astype(np.uint8)
+            binary = np.empty([len(keep), height, width], np.uint8)
+            for i, m in enumerate(probs):  # into one preallocated array: ~5x faster than np.stack + numpy '>'
+                if m.shape != (height, width):
+                    m = cv2.resize(m, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
+                cv2.compare(m, 0.5, cv2.CMP_GT, dst=binary[i])  # 255 where > 0.5
+            masks = np.bitwise_and(binary, 1, out=binary)
         result = {"boxes": boxes, "classes": self._id_to_class[ids].astype(np.int32), "category_ids": ids,
                   "scores": scores[keep], "masks": masks}
         if "detection_mask_scores" in out:  # YOLACT++: mask AP and the display use box score x mask IoU
