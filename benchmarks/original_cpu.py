@@ -76,7 +76,8 @@ def main() -> int:
         rounds.append({k: float(np.mean([p[k] for p in per])) for k in ("preprocess", "network_nms", "masks", "total")})
     med = {k: 1000 * float(np.median([r[k] for r in rounds])) for k in rounds[0]}
     print(json.dumps({"implementation": "original", "torch": torch.__version__, "threads": args.threads,
-                      "images": len(frames), "rounds": args.rounds, "ms_per_image": {k: round(v, 1) for k, v in med.items()},
+                      "images": len(frames), "rounds": args.rounds,
+                      "ms_per_image": {k: round(v, 1) for k, v in med.items()},
                       "per_round_total_ms": [round(1000 * r["total"], 1) for r in rounds],
                       "load_before": [round(v, 2) for v in load_before],
                       "load_after": [round(v, 2) for v in os.getloadavg()]}))
