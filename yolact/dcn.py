@@ -125,14 +125,17 @@ def deformable_conv2d(
     off_shape = tf.shape(offset)
     out_h, out_w = off_shape[1], off_shape[2]
 
-    # Sampling positions [B, Ho, Wo, G, K] in input pixels (float32 / float64).
-    off = tf.reshape(tf.cast(offset, coord_dtype), [batch, out_h, out_w, groups, num_taps, 2])
-    tap_i = tf.constant([i * dilation_rate[0] for i in range(kh) for _ in range(kw)], coord_dtype)
-    tap_j = tf.constant([j * dilation_rate[1] for _ in range(kh) for j in range(kw)], coord_dtype)
+    # Sampling positions [B, Ho, Wo, G*K] in input pixels (float32 / float64), index g * K + k. Groups and taps
+    # share one axis so that no tensor has more than 5 dimensions (TFLite's slicing ops stop at 5-D).
+    off = tf.reshape(tf.cast(offset, coord_dtype), [batch, out_h, out_w, groups * num_taps, 2])
+    tap_i = tf.constant([i * dilation_rate[0] for _ in range(groups) for i in range(kh) for _ in range(kw)],
+                        coord_dtype)
+    tap_j = tf.constant([j * dilation_rate[1] for _ in range(groups) for _ in range(kh) for j in range(kw)],
+                        coord_dtype)
     base_h = tf.cast(tf.range(out_h) * strides[0] - padding[0], coord_dtype)
     base_w = tf.cast(tf.range(out_w) * strides[1] - padding[1], coord_dtype)
-    pos_h = base_h[None, :, None, None, None] + tap_i + off[..., 0]
-    pos_w = base_w[None, None, :, None, None] + tap_j + off[..., 1]
+    pos_h = base_h[None, :, None, None] + tap_i + off[..., 0]
+    pos_w = base_w[None, None, :, None] + tap_j + off[..., 1]
     height_f = tf.cast(height, coord_dtype)
     width_f = tf.cast(width, coord_dtype)
     inside = (pos_h > -1.0) & (pos_w > -1.0) & (pos_h < height_f) & (pos_w < width_f)
@@ -145,19 +148,19 @@ def deformable_conv2d(
     lw = tf.where(inside, pos_w - w_low, zeros)
     hh = 1.0 - lh
     hw = 1.0 - lw
-    modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups, num_taps]), coord_dtype)
+    modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups * num_taps]), coord_dtype)
     modulation = tf.where(inside, modulation, zeros)
     # Corner order: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
     corner_w = tf.stack([hh * hw, hh * lw, lh * hw, lh * lw], axis=-1) * modulation[..., None]
-    corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G, K, 4]
+    corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G*K, 4]
 
     # Top-left corner (h0, w0) in the input zero-padded by one pixel: (h0 + 1, w0 + 1) in [0, H] x [0, W] for every
     # inside sample, so all four corners (out-of-image ones included, reading the zero padding) are valid rows;
     # outside samples (weight 0) read row (0, 0), which also keeps huge or non-finite offsets in range.
     pad_h = tf.cast(tf.where(inside, h_low, -1.0), tf.int32) + 1
     pad_w = tf.cast(tf.where(inside, w_low, -1.0), tf.int32) + 1
-    batch_idx = tf.range(batch)[:, None, None, None, None]
-    group_idx = tf.range(groups)[None, None, None, :, None]
+    batch_idx = tf.range(batch)[:, None, None, None]
+    group_idx = tf.repeat(tf.range(groups), num_taps)[None, None, None, :]
     corner_w = tf.reshape(corner_w, [-1, 4])  # [R, 4], R = B*Ho*Wo*G*K samples
     padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
     if _in_xla_context():
@@ -192,8 +195,8 @@ def _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups
 
     Args:
       padded: [B, H+2, W+2, C] input zero-padded by one pixel.
-      batch_idx, group_idx: int32 index tensors broadcastable to [B, Ho, Wo, G, K].
-      pad_h, pad_w: int32 [B, Ho, Wo, G, K], top-left corner in padded coordinates.
+      batch_idx, group_idx: int32 index tensors broadcastable to [B, Ho, Wo, G*K].
+      pad_h, pad_w: int32 [B, Ho, Wo, G*K], top-left corner in padded coordinates.
       corner_w: [R, 4] corner weights (bilinear x mask x inside) in the compute dtype.
 
     Returns:

@@ -38,6 +38,9 @@ from yolact.maskiou import rescore_detections
 from yolact.ops.preprocess import normalize
 
 INPUT_NAME = "images"
+# Name prefix of the tensors of the detection stage (the DetectionGenerator layer and YOLACT++ re-scoring) in the
+# traced graph: an int8 TFLite export keeps them float32 (yolact/deploy/tflite.py).
+DETECTION_SCOPE = "detection_generator"
 OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_classes", "detection_scores", "detection_masks")
 
 
@@ -65,7 +68,8 @@ def deployable_function(model, cfg, category_ids) -> tf.types.experimental.Gener
         out = model(normalize(images, cfg), training=False)
         dets = detector(out)  # masks at prototype resolution
         if model.maskiou_net is not None:  # YOLACT++: adds detection_mask_scores, as Yolact.detect
-            dets = rescore_detections(dets, out["proto"], model.maskiou_net, cfg.detection)
+            with tf.name_scope(DETECTION_SCOPE + "_rescore"):  # float32 in int8 TFLite too (crop coordinates)
+                dets = rescore_detections(dets, out["proto"], model.maskiou_net, cfg.detection)
         return to_output_convention(dets, ids)
 
     return tf.function(run, input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8, name=INPUT_NAME)])
@@ -91,4 +95,5 @@ def contract_metadata(cfg, label_map, precision: str) -> Dict[str, str]:
     }
 
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAMES", "prototype_size", "deployable_function", "contract_metadata"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DETECTION_SCOPE", "prototype_size", "deployable_function",
+           "contract_metadata"]

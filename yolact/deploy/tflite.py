@@ -23,6 +23,8 @@ from typing import Callable, Dict, Iterable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from yolact.deploy.graph import DETECTION_SCOPE  # the tensors an int8 model keeps float32
+
 PRECISIONS = ("float32", "float16", "int8")
 DEFAULT_REPRESENTATIVE_IMAGES = 100
 METADATA_NAME = "yolact_contract"
@@ -69,14 +71,10 @@ def denormalized_images(images: Iterable, cfg) -> Iterable[np.ndarray]:
         yield np.clip(np.rint(np.asarray(x, np.float32) * std + mean), 0, 255).astype(np.uint8)
 
 
-# Name prefix of every tensor the detection stage (yolact/detection.py, a layer of the model) produces in the
-# converted graph.
-DETECTION_SCOPE = "detection_generator"
-
-
 def _without_detection_statistics(calibrated: bytes) -> bytes:
     """The calibrated model (TFLite's calibrate-only output: float ops, min / max per activation tensor) with the
-    statistics of the detection stage's tensors removed, so that the quantizer leaves them float32.
+    statistics of the detection stage's tensors (names under ``DETECTION_SCOPE``: decoding, Fast NMS, masks,
+    YOLACT++ re-scoring) removed, so that the quantizer leaves them float32.
 
     Why: quantized, box decoding, Fast NMS and mask assembly go wrong in ways no calibration fixes. The quantizer
     merges equal sub-expressions and requantizes the box coordinates with another tensor's range (measured: x2 = 0.96
