@@ -105,9 +105,14 @@ class ExportedModelRunner:
         pixels = np.clip(np.rint(np.asarray(images, np.float32) * self._std + self._mean), 0, 255).astype(np.uint8)
         return self._predict_pixels(pixels, height, width, timings, score_threshold, max_detections)
 
+    def _outputs_for(self, pixels: np.ndarray, height: int, width: int) -> Dict[str, np.ndarray]:
+        """The model's outputs for ``pixels`` of an image of (height, width): :meth:`run`'s, except that a runner
+        may return ``detection_masks`` already thresholded (uint8 0 / 1) when they come at (height, width)."""
+        return self.run(pixels)
+
     def _predict_pixels(self, pixels, height, width, timings, score_threshold, max_detections):
         t0 = time.perf_counter()
-        out = self.run(pixels)
+        out = self._outputs_for(pixels, height, width)
         t1 = time.perf_counter()
         result = self.postprocess(out, height, width, score_threshold, max_detections)
         _add(timings, "network", t1 - t0)
@@ -119,8 +124,8 @@ class ExportedModelRunner:
         """Contract outputs (batch of one) → the Predictor's result dict at (height, width): the kept rows (score
         > ``score_threshold`` when it is > 0, then the best ``max_detections``), masks upsampled bilinearly
         (``cv2.INTER_LINEAR``, unless already at (height, width)) and thresholded at 0.5 (uint8 masks count as
-        thresholded already); YOLACT++ exports'
-        ``detection_mask_scores`` become ``mask_scores`` (as the Predictor's result)."""
+        thresholded already); YOLACT++ exports' ``detection_mask_scores`` become ``mask_scores`` (as the
+        Predictor's result)."""
         import cv2
 
         n = int(out["num_detections"][0])
@@ -170,22 +175,16 @@ class SavedModelRunner(ExportedModelRunner):
 
         return {k: v.numpy() for k, v in self._serve(images=tf.constant(images)).items()}
 
-    def _predict_pixels(self, pixels, height, width, timings, score_threshold, max_detections):
-        if tuple(pixels.shape[1:3]) != (height, width):  # masks come at the input size: resized as probabilities
-            return super()._predict_pixels(pixels, height, width, timings, score_threshold, max_detections)
+    def _outputs_for(self, pixels, height, width):
+        if tuple(pixels.shape[1:3]) != (height, width):  # masks at the input size: resized as probabilities
+            return self.run(pixels)
         import tensorflow as tf
 
-        t0 = time.perf_counter()
         out = dict(self._serve(images=tf.constant(pixels)))
         # Thresholded by TF before the copy to numpy: the float masks at the image size are D x H x W x 4 bytes
         # (92 MB at 480 x 640); copying and comparing them in numpy took a third of the SavedModel's time.
         out["detection_masks"] = tf.cast(out["detection_masks"] > 0.5, tf.uint8)
-        out = {k: v.numpy() for k, v in out.items()}
-        t1 = time.perf_counter()
-        result = self.postprocess(out, height, width, score_threshold, max_detections)
-        _add(timings, "network", t1 - t0)
-        _add(timings, "masks", time.perf_counter() - t1)
-        return result
+        return {k: v.numpy() for k, v in out.items()}
 
 
 class TFLiteRunner(ExportedModelRunner):

@@ -61,7 +61,7 @@ def deployable_function(model, cfg, category_ids) -> tf.types.experimental.Gener
       the tf.function; ``.get_concrete_function()`` needs no argument (the input signature is fixed).
     """
     size = cfg.model.img_size
-    detector = DetectionGenerator(cfg, "fast", jit=False)
+    detector = DetectionGenerator(cfg, "fast", jit=False, name=DETECTION_SCOPE)
     ids = np.asarray(category_ids, np.int32)  # numpy: a graph constant, not a captured input (tf2onnx)
 
     def run(images):
