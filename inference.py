@@ -16,10 +16,11 @@ converted original weights, and must agree with config.json when it exists)::
         -annotations_file annotations/instances_val2017.json -image_dir val2017
 
 ``-model`` runs an export instead of the weights (yolact/runtimes.py): a SavedModel folder, a ``.tflite``
-(LiteRT, XNNPACK) or a ``.onnx`` (onnxruntime CPU), with config.json / label_map.json of its folder; the image is
-resized to S × S with cv2 INTER_LINEAR and the prototype-resolution masks upsampled the same way (the contract of
-yolact/deploy/graph.py). The exported models always use per-class Fast NMS (-fast_nms / -cross_class_nms do not
-apply); a .tflite / .onnx whose input size differs from config.json is a one-line error (exit 2).
+(LiteRT, XNNPACK) or a ``.onnx`` (onnxruntime CPU), with config.json / label_map.json of its folder. Every form
+runs the same steps (resize in float, the graph, the host step to the photo's size), so one photo gives the same
+detections through ``-checkpoint`` and every export. The exported models always use per-class Fast NMS
+(-fast_nms / -cross_class_nms do not apply); a .tflite / .onnx whose input size differs from config.json is a
+one-line error (exit 2).
 
 Errors are one line ``inference.py: error: ...`` (utils/cli.py): exit 2 for unusable flags or inputs (a
 contradicting -img_size, a missing image, -eval with none of the annotated images found: then no metrics.json is
@@ -274,7 +275,7 @@ def run_benchmark(predictor):
             count += 1
     if count == 0:
         raise UserError(f"need more than 2 readable images in {folder}")
-    stages = [k for k in ("preprocess", "network", "nms", "masks") if k in totals]  # exported models: no 'nms'
+    stages = [k for k in ("preprocess", "network", "masks") if k in totals]
     ms = {k: 1000 * totals[k] / count for k in stages}
     total = sum(ms.values())
     print(f"benchmark over {count} images ({predictor.cfg.name} at {predictor.cfg.img_size}): "

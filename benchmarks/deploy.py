@@ -12,9 +12,9 @@ photo's own size out; JPEG decoding not timed):
 
 Variants run interleaved image by image, so that load from other processes hits each about equally; one warm-up
 pass first. Printed per variant: ms per image (mean over rounds × images), speed-up over inproc_float32, and the
-slowest stage (preprocess / network / nms / masks as yolact/predictor.py and yolact/runtimes.py time them: for the
-exported models 'network' is the whole exported graph, NMS and prototype-resolution masks included, 'masks' the
-upsampling to the photo). The 1-minute load average before and after is printed: the machine may be shared.
+slowest stage (preprocess / network / masks as yolact/runtimes.py times them for every form: 'preprocess' the resize
+in float, 'network' the whole graph, NMS and prototype-resolution masks included, 'masks' the host step: upsampling
+to the photo). The 1-minute load average before and after is printed: the machine may be shared.
 
     python export_saved_model.py -config yolact_resnet50 -checkpoint /tmp/r50.weights.h5 -export_dir /tmp/r50_export \\
         -tflite float32,float16,int8 -representative_data 'data/coco/val-*' -onnx

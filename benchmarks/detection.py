@@ -50,9 +50,11 @@ def main(argv):
 
     from config import get_config
     from yolact import detection, masks
+    from yolact.deploy.graph import freeze
     from yolact.model import build_model
+    from yolact.ops.box_ops import decode
     from yolact.ops.label_map import coco_label_map
-    from yolact.predictor import Predictor, frozen_network_fn
+    from yolact.predictor import Predictor
 
     cfg = get_config("yolact_resnet50")
     fixture = pathlib.Path(FLAGS.shared) / "fixtures" / "reference_r50"
@@ -63,14 +65,15 @@ def main(argv):
     gpu = tf.config.list_physical_devices("GPU")
     print(f"device: {'GPU ' + gpu[0].name if gpu else 'CPU'} ({os.cpu_count()} cores visible), TF {tf.__version__}")
     model = build_model(cfg, freeze_bn=True, weights=FLAGS.weights)
-    net = tf.function(lambda x: model(x, training=False))
-    frozen_net = frozen_network_fn(model, cfg.model.img_size)  # BN folded (the Predictor's long-run setting)
+    s = cfg.model.img_size
+    net = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, s, s, 3])])
+    frozen_net = freeze(net)  # BN folded (the Predictor's long-run setting)
     anchors = model.anchors
-    fast = {jit: detection.detect_fn(cfg, "fast", jit) for jit in (True, False)}
+    fast = {jit: detection.nms_fn(cfg, "fast", jit) for jit in (True, False)}
 
     @tf.function
     def combined(loc, conf):
-        boxes = detection.decode(loc, anchors)
+        boxes = decode(loc, anchors)
         scores = tf.nn.softmax(conf, -1)[..., 1:]
         return tf.image.combined_non_max_suppression(
             boxes[:, :, None, :], scores, cfg.detection.top_k, cfg.detection.max_num_detection,
@@ -96,7 +99,7 @@ def main(argv):
     ms = _time(lambda: predictor.predict(image), FLAGS.reps)
     print(f"end-to-end in-process (Predictor, 1 image 480x640, all 100 masks): {ms:.1f} ms = {1000 / ms:.2f} FPS")
     if FLAGS.saved_model:
-        from export_saved_model import build_serving_module
+        from yolact.deploy.saved_model import build_serving_module
 
         with tempfile.TemporaryDirectory() as d:
             module = build_serving_module(model, cfg, coco_label_map(), jit=bool(gpu))

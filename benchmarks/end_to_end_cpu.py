@@ -3,10 +3,10 @@
 Wall-clock ms per image per stage, and the process CPU time per image (all threads; less sensitive to other
 processes' load than wall time).
 
-Stages, as the original's eval.py --benchmark / evalimage times them: preprocess (uint8 RGB → resize to S × S,
-normalize; FastBaseTransform), network (backbone, FPN, protonet, head), Fast NMS (softmax, decode, per-class Fast
-NMS: the original's Detect), masks (prototypes × coefficients, crop, bilinear upsample to the image's own size,
-> 0.5, boxes to pixels, copied to numpy: the original's postprocess + copy). JPEG decoding is not timed. Every
+Stages, as every runner times them (yolact/runtimes.py): preprocess (uint8 RGB → resize to S × S in float;
+FastBaseTransform), network (the whole inference graph: normalisation, backbone, FPN, protonet, head, decode, Fast
+NMS, prototype-resolution masks), masks (the host step: bilinear upsample to the image's own size, > 0.5, boxes to
+pixels: the rest of the original's postprocess). JPEG decoding is not timed. Every
 detection's mask is assembled (score threshold 0, as eval.py --benchmark).
 
 Variants, run interleaved image by image so that load from other processes hits each equally:
@@ -56,7 +56,7 @@ flags.DEFINE_integer("inter_op", 0, "TF inter-op threads (0: TF default)")
 flags.DEFINE_boolean("lockstep", False, "wait for 'go' on stdin before each round; print one JSON line per round")
 flags.DEFINE_boolean("check_fixture", True, "compare the fast variant's detections with the fixture's first")
 
-STAGES = ("preprocess", "network", "nms", "masks")
+STAGES = ("preprocess", "network", "masks")
 VARIANTS = {"fast": {"freeze": True}, "live": {"freeze": False, "jit": False}}
 
 

@@ -41,7 +41,7 @@ def main(argv):
 
     import config
     from yolact.model import Yolact
-    from yolact.predictor import frozen_network_fn
+    from yolact.deploy.graph import freeze
 
     plus = config.get_config("yolact_plus_resnet50", img_size=FLAGS.img_size)
     variants = [("yolact_resnet50", config.get_config("yolact_resnet50", img_size=FLAGS.img_size)),
@@ -55,7 +55,8 @@ def main(argv):
     for name, cfg in variants:
         model = Yolact(cfg)
         model(x, training=False)
-        net = frozen_network_fn(model, FLAGS.img_size)
+        net = freeze(tf.function(lambda images, m=model: m(images, training=False),
+                                 input_signature=[tf.TensorSpec(x.shape, tf.float32)]))
         net(x)["proto"].numpy()
         times = []
         for _ in range(FLAGS.runs):

@@ -1,8 +1,8 @@
 """YOLACT++ ResNet-50 vs YOLACT ResNet-50 end to end at batch 1 on this machine, in one run (prints numbers; asserts
 nothing).
 
-Both models go through the Predictor (frozen network graph from the first image, XLA Fast NMS; YOLACT++ adds the
-mask-IoU net's re-scoring to the 'nms' stage) on the same photos, interleaved image by image so that load from other
+Both models go through the Predictor (frozen inference graph from the first image, XLA Fast NMS; YOLACT++ adds the
+mask-IoU net's re-scoring to the 'network' stage, the whole graph) on the same photos, interleaved image by image so that load from other
 processes hits both equally; one warm-up round (tracing, freezing, XLA), then ``-rounds`` timed rounds; medians of
 the per-round mean ms per image. Every detection's mask is assembled (score threshold 0, as eval.py --benchmark).
 JPEG decoding is not timed. The original paper reports YOLACT++ R50 at 33.5 fps vs YOLACT R50 at 42.5 fps on a Titan
@@ -41,7 +41,7 @@ flags.DEFINE_string("shared", str(ROOT.parent / "shared"), "shared/ folder (refe
 flags.DEFINE_integer("rounds", 3, "timed rounds over all images (after one warm-up round)")
 flags.DEFINE_integer("intra_op", 0, "TF intra-op threads (0: TF default, one per core)")
 
-STAGES = ("preprocess", "network", "nms", "masks")
+STAGES = ("preprocess", "network", "masks")
 
 
 def _fixture_weights(shared: pathlib.Path, work: pathlib.Path):

@@ -319,6 +319,32 @@ def train_dataset(
     return ds.prefetch(AUTOTUNE)
 
 
+def eval_images(file_pattern, *, num_parallel_calls=AUTOTUNE) -> tf.data.Dataset:
+    """The decoded photos of evaluation records, every record once, in file order: what every inference form
+    takes (yolact/runtimes.py ``predict``), so that evaluation from TFRecords and from an image folder agree.
+
+    Args:
+      file_pattern: glob (or list of globs) of TFRecord shards.
+      num_parallel_calls: parallelism of the decode map.
+    Returns:
+      ``tf.data.Dataset`` of ``(image uint8 [H, W, 3] RGB, image_id int64 [])`` (``image/source_id``), unbatched.
+    Raises:
+      ValueError: no file matches.
+    """
+    return _photos(file_pattern, None, num_parallel_calls).prefetch(AUTOTUNE)
+
+
+def _photos(file_pattern, input_context, num_parallel_calls) -> tf.data.Dataset:
+    """(decoded uint8 RGB image [H, W, 3], image_id int64) of every record, in file order."""
+    ds = _record_dataset(_files(file_pattern), False, None, input_context, num_parallel_calls)
+
+    def decode(serialized):
+        ex = schema.parse_example(serialized)
+        return decode_image_rgb(ex["encoded"]), tf.strings.to_number(ex["source_id"], tf.int64)
+
+    return ds.map(decode, num_parallel_calls=num_parallel_calls)
+
+
 def eval_dataset(
     file_pattern,
     cfg,
@@ -344,17 +370,10 @@ def eval_dataset(
     Raises:
       ValueError: no file matches.
     """
-    files = _files(file_pattern)
-    ds = _record_dataset(files, False, None, input_context, num_parallel_calls)
+    ds = _photos(file_pattern, input_context, num_parallel_calls)
 
-    def prepare(serialized):
-        ex = schema.parse_example(serialized)
-        image = decode_image_rgb(ex["encoded"])
-        info = {
-            "image_id": tf.strings.to_number(ex["source_id"], tf.int64),
-            "height": tf.shape(image)[0],
-            "width": tf.shape(image)[1],
-        }
+    def prepare(image, image_id):
+        info = {"image_id": image_id, "height": tf.shape(image)[0], "width": tf.shape(image)[1]}
         return preprocess.eval_preprocess(image, cfg), info
 
     ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)

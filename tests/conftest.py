@@ -55,6 +55,33 @@ def fixture_weights_path():
 
 
 @pytest.fixture(scope="session")
+def r50_weights(tmp_path_factory, fixture_weights_path):
+    """The fixture's original ResNet-50 weights converted once per session (utils/convert_weights.py
+    ``convert_file``): ``.../r50.weights.h5`` in a run folder with config.json (yolact_resnet50, 550) and COCO's
+    label_map.json, so ``-checkpoint`` needs no other flag. Read-only for the tests."""
+    from utils.convert_weights import convert_file
+
+    weights = tmp_path_factory.mktemp("r50_run") / "r50.weights.h5"
+    convert_file(str(fixture_weights_path), "yolact_resnet50", str(weights))
+    return weights
+
+
+@pytest.fixture(scope="session")
+def r50_export(tmp_path_factory, r50_weights):
+    """``export_saved_model.py -checkpoint R50 -tflite float32 -onnx`` once per session: the SavedModel,
+    yolact_float32.tflite and yolact.onnx of :func:`r50_weights` in one folder. Read-only for the tests."""
+    import subprocess
+
+    export_dir = tmp_path_factory.mktemp("r50_export") / "export"
+    r = subprocess.run([sys.executable, "export_saved_model.py", "-checkpoint", str(r50_weights), "-export_dir",
+                        str(export_dir), "-tflite", "float32", "-onnx"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=1200)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "yolact_float32.tflite" in r.stdout and "yolact.onnx" in r.stdout, r.stdout
+    return export_dir
+
+
+@pytest.fixture(scope="session")
 def fixture_targets(fixture_inputs):
     """Training targets of the fixture's two images built by data/targets.build_targets (crowds are the last
     ``num_crowds`` rows; labels become class channels label + 1), batched: dict of tf tensors [2, ...]."""
@@ -75,6 +102,33 @@ def fixture_targets(fixture_inputs):
         per_image.append(build_targets(fixture_inputs[f"gt_boxes{i}"], np.where(crowd, 0, labels + 1), masks,
                                        crowd, anchors, cfg))
     return {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
+
+
+# ---- the detection path of the inference forms, step by step on given network outputs (test_detection.py,
+# test_plus_parity.py)
+
+def detect(outputs, anchors, cfg, nms_type=None, jit=None):
+    """Decode + NMS of the detection layer (no masks) on explicit anchors."""
+    from yolact.detection import DetectionGenerator
+
+    return DetectionGenerator(cfg, nms_type, jit).nms(outputs, anchors)
+
+
+def postprocess(dets, proto, height, width, category_ids=None, max_detections=None):
+    """The inference forms' path after NMS for one image: prototype-resolution masks of ``dets``' rows (the
+    layer's assembly), the output convention, then the host step at (height, width)."""
+    import tensorflow as tf
+
+    from yolact import masks as masks_lib
+    from yolact.detection import to_output_convention, to_results
+    from yolact.ops.label_map import coco_label_map
+
+    lm = coco_label_map()
+    probs = masks_lib.assemble_masks(tf.constant(proto, tf.float32), dets["coefs"], dets["boxes"])
+    conv = to_output_convention({**dets, "masks": probs}, lm.index_to_id_array() if category_ids is None
+                                else category_ids)
+    return to_results({k: np.asarray(v) for k, v in conv.items()}, height, width, lm.id_to_index_array(),
+                      max_detections=max_detections)
 
 
 PLUS_FIXTURE = SHARED / "fixtures" / "reference_plus_r50"

@@ -2,7 +2,9 @@
 
 The fixture's det{k}_* keys are the original Detect + postprocess run on the fixture's own loc/conf/mask/proto.
 Cross-class and traditional NMS (not in the fixture) are checked against numpy transcriptions of the original's
-cc_fast_nms and utils/cython_nms.pyx written here, independent of yolact/detection.py.
+cc_fast_nms and utils/cython_nms.pyx written here, independent of yolact/detection/. The host step
+(yolact/detection/results.py: masks upsampled to the image, boxes to pixels) is checked on the original's final
+detections.
 """
 
 import numpy as np
@@ -10,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from yolact.detection import DetectionGenerator, detect, postprocess, to_output_convention
-from yolact.masks import boxes_to_pixels
+from tests.conftest import detect, postprocess
+from yolact.detection import DetectionGenerator, to_output_convention, to_results
 from yolact.ops.label_map import coco_label_map
 
 CFG = get_config("yolact_resnet50")
@@ -82,16 +84,30 @@ def test_detection_generator_layer_matches_original(fixture_outputs, jit, k):
     assert int((masks != ref_masks.astype(bool)).sum()) <= 1e-4 * ref_masks.size
 
 
-def test_postprocess_category_ids_and_pixel_boxes_from_output_convention(dets, fixture_outputs):
-    """postprocess's pixel boxes (via to_output_convention) equal boxes_to_pixels of the raw boxes exactly, and its
-    category ids are the label map's ids of the classes."""
+def test_host_step_category_ids_and_pixel_boxes(dets, fixture_outputs):
+    """The host step's pixel boxes are the raw relative boxes ordered, clamped and truncated (the original's
+    sanitize_coordinates + .long(), computed here in numpy), and its category ids the label map's ids."""
     lm = coco_label_map()
     one = {key: v[1:2] for key, v in dets[False].items()}
     out = postprocess(one, fixture_outputs["proto"][1:2], 640, 480, category_ids=lm.index_to_id_array(),
                       max_detections=10)
-    np.testing.assert_array_equal(out["boxes"], boxes_to_pixels(one["boxes"][0, :10], 640, 480).numpy())
+    b = one["boxes"][0, :10].numpy()
+    x1, x2 = np.clip(np.minimum(b[:, 0], b[:, 2]) * 480, 0, 480), np.clip(np.maximum(b[:, 0], b[:, 2]) * 480, 0, 480)
+    y1, y2 = np.clip(np.minimum(b[:, 1], b[:, 3]) * 640, 0, 640), np.clip(np.maximum(b[:, 1], b[:, 3]) * 640, 0, 640)
+    np.testing.assert_array_equal(out["boxes"], np.stack([x1, y1, x2, y2], 1).astype(np.int32))
     np.testing.assert_array_equal(out["category_ids"], np.asarray(lm.ids)[out["classes"]])
     assert out["masks"].shape == (10, 640, 480)
+
+
+def test_host_step_sanitizes_and_truncates_boxes():
+    """Hand-computed: x scaled by 640, y by 480, each pair ordered and clamped, then truncated."""
+    boxes = np.asarray([[0.5, 0.25, 0.1, 1.2], [-0.3, 0.999, 0.0015, 0.5]], np.float32)
+    conv = to_output_convention({"boxes": boxes[None], "classes": np.zeros([1, 2], np.int32),
+                                 "scores": np.asarray([[0.9, 0.8]], np.float32), "num_detections": [2],
+                                 "masks": np.zeros([1, 2, 4, 4], np.float32)}, coco_label_map().index_to_id_array())
+    out = to_results({k: np.asarray(v) for k, v in conv.items()}, 480, 640, coco_label_map().id_to_index_array())
+    np.testing.assert_array_equal(out["boxes"], [[64, 120, 320, 480], [0, 240, 0, 479]])
+    assert out["masks"].shape == (2, 480, 640) and out["masks"].max() == 0
 
 
 def test_single_candidate_gives_one_detection_per_class_then_padding(fixture_outputs):
@@ -204,13 +220,6 @@ def test_traditional_nms_matches_cython_transcription(fixture_outputs, k):
     np.testing.assert_array_equal(d["classes"][0, :n].numpy(), ref_cls)
     np.testing.assert_allclose(d["scores"][0, :n].numpy(), ref_scores, atol=1e-6, rtol=0)
     np.testing.assert_allclose(d["boxes"][0, :n].numpy(), ref_boxes, atol=1e-5, rtol=0)
-
-
-def test_boxes_to_pixels_sanitizes_and_truncates():
-    boxes = tf.constant([[0.5, 0.25, 0.1, 1.2], [-0.3, 0.999, 0.0015, 0.5]], tf.float32)
-    px = boxes_to_pixels(boxes, 480, 640).numpy()
-    # x: *640, ordered, clamped to [0, 640]; y: *480; then truncation
-    np.testing.assert_array_equal(px, [[64, 120, 320, 480], [0, 240, 0, 479]])
 
 
 def test_bad_arguments_raise(fixture_outputs):

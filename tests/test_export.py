@@ -48,18 +48,9 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, fixture_weights_path):
-    from utils.convert_weights import convert_file
-
-    work = tmp_path_factory.mktemp("export")
-    weights = work / "r50.weights.h5"
-    convert_file(str(fixture_weights_path), "yolact_resnet50", str(weights))
-    export_dir = work / "saved_model"
-    r = subprocess.run([sys.executable, "export_saved_model.py", "-config", "yolact_resnet50", "-checkpoint",
-                        str(weights), "-export_dir", str(export_dir)], cwd=ROOT, capture_output=True, text=True,
-                       env=_env(), timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return export_dir
+def exported(r50_export):
+    """The session's export of the fixture's converted weights (tests/conftest.py r50_export)."""
+    return r50_export
 
 
 @pytest.fixture(scope="module")

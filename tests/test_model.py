@@ -87,6 +87,33 @@ def _photos(media_dir, size):
     return [f.name for f in files], np.stack(images)
 
 
+def test_from_config_rebuilds_the_same_model(r50_fixture_run, fixture_inputs):
+    """``Yolact.from_config(model.get_config())``: the same config, layers and variable shapes; with the weights
+    copied, the same outputs."""
+    model, _, _ = r50_fixture_run
+    config = model.get_config()
+    clone = Yolact.from_config(config)
+    assert clone.cfg == model.cfg and clone.bn_frozen and clone.get_config()["cfg"] == config["cfg"]
+    x = fixture_inputs["input"][:1]
+    clone(x, training=False)
+    assert [v.shape for v in clone.weights] == [v.shape for v in model.weights]
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(clone(x, training=False)["conf"].numpy(), model(x, training=False)["conf"].numpy())
+    for layer in (model.fpn, model.proto_net, model.head, model.detection_generator):
+        again = type(layer).from_config(layer.get_config())
+        assert again.get_config() == layer.get_config(), type(layer).__name__
+
+
+def test_predict_returns_detections(r50_fixture_run, fixture_inputs, fixture_outputs):
+    """``model.predict(images)`` runs the detection stage (as keras-hub's detectors): the original's detections."""
+    model, _, _ = r50_fixture_run
+    dets = model.predict(fixture_inputs["input"], batch_size=2, verbose=0)
+    assert dets["masks"].shape == (2, 100, 138, 138) and dets["num_detections"].tolist() == [100, 100]
+    for k in (0, 1):
+        np.testing.assert_array_equal(dets["classes"][k], fixture_outputs[f"det{k}_raw_class"])
+        np.testing.assert_allclose(dets["scores"][k], fixture_outputs[f"det{k}_raw_score"], atol=1e-4, rtol=0)
+
+
 def test_lite0_backbone_only_load(lite0_model):
     _, summary = lite0_model
     # 296 tensors - 49 num_batches_tracked - head (_conv_head 1, _bn1 4, _fc 2) = 240.
@@ -96,7 +123,7 @@ def test_lite0_backbone_only_load(lite0_model):
 def test_lite0_anchor_count_matches_feature_sizes(lite0_model):
     model, _ = lite0_model
     cfg = model.cfg
-    feats = model.extract_features(np.zeros((1, 512, 512, 3), np.float32))
+    feats = model(np.zeros((1, 512, 512, 3), np.float32), return_features=True)
     sides = tuple(feats[k].shape[1] for k in ("P3", "P4", "P5", "P6", "P7"))
     assert sides == cfg.feature_map_sizes() == (64, 32, 16, 8, 4)
     assert [feats[k].shape[-1] for k in ("C3", "C4", "C5")] == [40, 112, 320]
@@ -107,7 +134,7 @@ def test_lite0_at_550_uses_the_package_static_pads():
     # The package's pads computed for 224 give floor arithmetic at 550: 275 -> 137 -> 68 -> 34 -> 17.
     cfg = get_config("yolact_efficientnet_lite0", img_size=550)
     model = Yolact(cfg)
-    feats = model.extract_features(np.zeros((1, 550, 550, 3), np.float32))
+    feats = model(np.zeros((1, 550, 550, 3), np.float32), return_features=True)
     assert tuple(feats[k].shape[1] for k in ("P3", "P4", "P5", "P6", "P7")) == (68, 34, 17, 9, 5)
     assert model.anchors.shape[0] == 3 * (68**2 + 34**2 + 17**2 + 9**2 + 5**2)
     assert feats["P3"].shape[1] * 2 == model(np.zeros((1, 550, 550, 3), np.float32))["proto"].shape[1]

@@ -87,7 +87,7 @@ def test_served_plus_scores_are_box_and_mask_scores_of_the_original(served, plus
 
 
 def _plus_result(plus_outputs):
-    """The original's postprocessed det0 as a yolact.detection.postprocess dict (COCO category ids)."""
+    """The original's postprocessed det0 as a runner's result dict (yolact.detection.results, COCO category ids)."""
     from yolact.ops.label_map import coco_label_map
 
     return {"boxes": plus_outputs["det0_box"].astype(np.int32), "classes": plus_outputs["det0_class"].astype(np.int32),
@@ -134,10 +134,9 @@ def test_coco_results_keep_box_score_for_boxes_and_mask_score_for_masks(plus_out
 def test_tflite_plus_export_carries_mask_scores_as_the_saved_model(export_dir):
     """The YOLACT++ float32 TFLite export has the sixth output detection_mask_scores, and yolact.runtimes turns it
     into the result's ``mask_scores`` (what -eval's mask AP and the display use) for the SavedModel and the .tflite
-    alike: on image0 resized to 550 by cv2 (the contract's input), every SavedModel detection with box score >= 0.05
-    has its TFLite counterpart (same class, pixel box within 2 px, box score within 1e-3) whose mask score is within
+    alike: on image0 through each runner's ``predict``, every SavedModel detection with box score >= 0.05 has its
+    TFLite counterpart (same class, pixel box within 2 px, box score within 1e-3) whose mask score is within
     1e-3."""
-    import cv2
     from ai_edge_litert.interpreter import Interpreter
 
     from yolact.checkpoint import resolve_run
@@ -149,12 +148,10 @@ def test_tflite_plus_export_carries_mask_scores_as_the_saved_model(export_dir):
                                "detection_scores", "num_detections"]
     run = resolve_run(str(export_dir))
     image = np.load(FIXTURE / "inputs.npz")["image0"]
-    x = cv2.resize(image, (550, 550), interpolation=cv2.INTER_LINEAR)
-    h, w = image.shape[:2]
     results = {}
     for path in (export_dir, tflite):
         runner = open_model(str(path), run.cfg, run.label_map, num_threads=2)
-        results[runner.kind] = runner.postprocess(runner.run(x[None]), h, w)
+        results[runner.kind] = runner.predict(image)
     ref, res = results["saved_model"], results["tflite"]
     assert "mask_scores" in ref and "mask_scores" in res
     # One to one: same class, pixel box within 2 px, box score within 1e-3, anywhere in the list (YOLACT++'s float32

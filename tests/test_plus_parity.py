@@ -48,10 +48,9 @@ from config import get_config
 from tests.test_losses import _fixture_targets
 from utils.convert_weights import convert_state_dict
 from yolact.backbones.resnet import ResNetBackbone
-from yolact.detection import detect
+from tests.conftest import detect, postprocess
 from yolact.losses import normalize_losses, selected_mask_losses, yolact_loss
 from yolact.maskiou import mask_iou_input, rescore_detections
-from yolact.detection import postprocess
 from yolact.model import build_model
 from yolact.ops.anchors import level_offsets, make_anchors
 

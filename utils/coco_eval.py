@@ -55,9 +55,8 @@ def detections_to_coco(image_id: int, result: Dict[str, np.ndarray]) -> List[Dic
 
     Args:
       image_id: the dataset's image id.
-      result: :meth:`yolact.predictor.Predictor.predict` output (:func:`yolact.detection.postprocess` with
-        category ids): ``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``category_ids`` int [n] dataset ids (from
-        :func:`yolact.detection.to_output_convention`, the one class → id conversion), ``scores`` float [n],
+      result: a runner's ``predict`` output (:func:`yolact.detection.results.to_results`): ``boxes`` int [n,4]
+        pixel ``[x1, y1, x2, y2]``, ``category_ids`` int [n] dataset ids, ``scores`` float [n],
         ``masks`` uint8 [n, H, W] 0/1; YOLACT++ also
         ``mask_scores`` float [n] (written as ``mask_score``, the score of the segm results, see :func:`split_results`).
 
@@ -200,12 +199,13 @@ def _annotated_image_ids(coco_gt: COCO, max_images: Optional[int]) -> List[int]:
 
 def iter_dataset(predictor, coco_gt: COCO, image_dir=None, tfrecord_pattern=None, max_images: Optional[int] = None,
                  progress: bool = True, skipped: Optional[List[str]] = None) -> Iterator[Tuple[int, Dict]]:
-    """Yield ``(image_id, result)`` over a COCO-style dataset; ``result`` is :meth:`Predictor.predict`'s dict.
+    """Yield ``(image_id, result)`` over a COCO-style dataset; ``result`` is ``predictor.predict(photo)`` (any
+    runner of yolact/runtimes.py: every form gets the decoded photo, whatever the source).
 
     With ``image_dir``: the images of ``coco_gt`` that have annotations, in id order, read from
     ``image_dir/file_name``; unreadable or missing files are skipped and their one-line reasons appended to
     ``skipped`` (printed by the caller after the progress bar, so that lines and bar never interleave). With
-    ``tfrecord_pattern``: ``data.parser.eval_dataset`` batches of 1 (the same ``eval_preprocess``).
+    ``tfrecord_pattern``: the records' photos (``data.parser.eval_images``), in file order.
 
     Raises:
       FileNotFoundError: ``image_dir`` is not a folder.
@@ -228,14 +228,13 @@ def iter_dataset(predictor, coco_gt: COCO, image_dir=None, tfrecord_pattern=None
                 continue
             yield image_id, predictor.predict(image)
     else:
-        from data.parser import eval_dataset
+        from data.parser import eval_images
 
-        ds = eval_dataset(tfrecord_pattern, predictor.cfg, batch_size=1)
+        ds = eval_images(tfrecord_pattern)
         if max_images:
             ds = ds.take(int(max_images))
-        for images, info in tqdm(ds, disable=not progress, desc="eval", unit="img"):
-            yield (int(info["image_id"][0]),
-                   predictor.predict_preprocessed(images, int(info["height"][0]), int(info["width"][0])))
+        for image, image_id in tqdm(ds, disable=not progress, desc="eval", unit="img"):
+            yield int(image_id), predictor.predict(image.numpy())
 
 
 def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_pattern=None, output_dir=None,
@@ -243,11 +242,11 @@ def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_patte
     """Run a model over a COCO-style dataset and score it (what ``inference.py -eval`` and train.py's validation use).
 
     Args:
-      predictor: a :class:`yolact.predictor.Predictor` (model + config + label map + detection generator).
+      predictor: a runner (yolact/runtimes.py): the in-process :class:`yolact.predictor.Predictor` or an export's.
       annotations_file: the ground-truth COCO json (path or ``COCO``).
       image_dir: folder with the json's ``file_name`` images (images with no annotation are skipped, as the
         original's COCODetection does); or
-      tfrecord_pattern: glob of val TFRecords read with ``data.parser.eval_dataset`` (one of the two is required).
+      tfrecord_pattern: glob of val TFRecords read with ``data.parser.eval_images`` (one of the two is required).
       output_dir: where to write the json files and metrics.json (None: nothing written).
       max_images: stop after this many images.
       verbose: print the COCOeval tables and the image count; progress: a tqdm bar. Skipped files and "evaluated N

@@ -37,7 +37,7 @@ def display_order(result: Dict[str, np.ndarray], score_threshold: float = 0.0,
     at the first one not above ``score_threshold``.
 
     Args:
-      result: :func:`yolact.detection.postprocess` dict: ``scores`` float [n] box scores (sorted descending),
+      result: :func:`yolact.detection.results.to_results` dict: ``scores`` float [n] box scores (sorted descending),
         YOLACT++ also ``mask_scores`` float [n] (box score x predicted mask IoU).
       score_threshold: show detections whose displayed score is > this.
       top_k: at most this many (None: all).
@@ -61,7 +61,7 @@ def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_name
 
     Args:
       image: uint8 RGB [H, W, 3] (not modified).
-      result: :func:`yolact.detection.postprocess` dict (``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
+      result: :func:`yolact.detection.results.to_results` dict (``boxes`` int [n,4] pixel ``[x1, y1, x2, y2]``, ``classes``
         int [n] 0-based, ``scores`` [n] sorted descending, ``masks`` uint8 [n, H, W]; YOLACT++ ``mask_scores`` [n]).
       class_names: name of each 0-based class.
       score_threshold: draw detections with displayed score > this; top_k: at most this many (the best ones). The

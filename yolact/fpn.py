@@ -39,12 +39,16 @@ class FPN(keras.layers.Layer):
 
     def __init__(self, num_features=256, num_downsample=2, **kwargs):
         super().__init__(**kwargs)
+        self.num_features, self.num_downsample = int(num_features), int(num_downsample)
         self.lat_layers = [xavier_conv(num_features, 1, name=f"lat_layers_{i}") for i in range(3)]
         self.pred_layers = [xavier_conv(num_features, 3, name=f"pred_layers_{i}", padding="same") for i in range(3)]
         self.down_pads, self.downsample_layers = [], []
         for i in range(num_downsample):
             self.down_pads.append(keras.layers.ZeroPadding2D(symmetric_pads(3), name=f"downsample_pad_{i}"))
             self.downsample_layers.append(xavier_conv(num_features, 3, name=f"downsample_layers_{i}", strides=2))
+
+    def get_config(self):
+        return {**super().get_config(), "num_features": self.num_features, "num_downsample": self.num_downsample}
 
     def call(self, convouts):
         n = len(convouts)

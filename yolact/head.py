@@ -23,10 +23,15 @@ class PredictionHead(keras.layers.Layer):
     def __init__(self, num_classes, num_anchors, num_mask=32, channels=256, **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.num_anchors, self.num_mask = num_classes, num_anchors, num_mask
+        self.channels = int(channels)
         self.upfeature = xavier_conv(channels, 3, name="upfeature", padding="same")
         self.bbox_layer = xavier_conv(num_anchors * 4, 3, name="bbox_layer", padding="same")
         self.conf_layer = xavier_conv(num_anchors * num_classes, 3, name="conf_layer", padding="same")
         self.mask_layer = xavier_conv(num_anchors * num_mask, 3, name="mask_layer", padding="same")
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "num_anchors": self.num_anchors,
+                "num_mask": self.num_mask, "channels": self.channels}
 
     def call(self, x):
         x = keras.ops.relu(self.upfeature(x))

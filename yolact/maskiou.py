@@ -5,7 +5,8 @@ layers/output_utils.py postprocess (``use_maskiou`` / ``rescore_mask`` / ``resco
 (box AP uses the box score, mask AP the mask score). The loss side (target IoU, ``discard_mask_area``) is in
 yolact/losses.py.
 
-Usage at inference, on the fixed-shape NMS output (``yolact.detection.detect``)::
+At inference the detection layer calls it (``model.detection_generator(out, maskiou_net=model.maskiou_net)``,
+yolact/detection/generator.py); on the fixed-shape NMS output (``DetectionGenerator.nms``)::
 
     dets = rescore_detections(dets, out["proto"], model.maskiou_net, cfg.detection)   # adds "mask_scores"
     # or the parts:
@@ -50,6 +51,9 @@ class FastMaskIoUNet(keras.layers.Layer):
             xavier_conv(c, 3, name=f"conv_{i}", strides=2, padding="valid") for i, c in enumerate(self.channels)
         ]
         self.convs.append(xavier_conv(self.num_classes - 1, 1, name=f"conv_{len(self.channels)}"))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "channels": list(self.channels)}
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -8,8 +8,10 @@ original: yolact.py Yolact (forward, freeze_bn). Usage::
     model = build_model(get_config("yolact_resnet50"))    # built on a dummy batch, ready for load_weights
     out = model(images, training=False)                   # dict loc, conf, mask, proto, segm (float32)
     model.anchors                                         # float32 [N, 4] relative cx, cy, w, h
-    dets = model.detect(images, output_size=(h, w))       # decode + NMS + masks (model.detection_generator)
+    dets = model.detect(images)                           # decode + NMS + masks (+ YOLACT++ re-scoring)
+    dets = model.predict(images)                          # the same, batched by Keras (numpy)
     model.maskiou_net                                     # YOLACT++ FastMaskIoUNet (None without use_maskiou)
+    Yolact.from_config(model.get_config())                # the same architecture, new weights
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from yolact.backbones import build_backbone
 from yolact.backbones.layers import set_bn_frozen
 from yolact.fpn import FPN
 from yolact.head import PredictionHead, semantic_seg_conv
-from yolact.maskiou import FastMaskIoUNet, rescore_detections
+from yolact.maskiou import FastMaskIoUNet
 from yolact.protonet import ProtoNet
 
 FEATURE_KEYS = ("C3", "C4", "C5", "P3", "P4", "P5", "P6", "P7")
@@ -79,6 +81,10 @@ class Yolact(keras.Model):
     """
 
     def __init__(self, cfg, freeze_bn=None, **kwargs):
+        if isinstance(cfg, dict):  # from_config
+            from config import from_dict
+
+            cfg = from_dict(cfg)
         kwargs.setdefault("name", cfg.name)
         super().__init__(**kwargs)
         self.cfg = cfg
@@ -114,23 +120,43 @@ class Yolact(keras.Model):
         else:
             super().__setattr__(name, value)
 
-    def detect(self, images, output_size=None, crop_to_box: bool = True):
-        """Inference: the network in inference mode, then :attr:`detection_generator` (decode, NMS, masks).
+    def detect(self, images, output_size=None, crop_to_box: bool = True, detection_generator=None):
+        """Inference: the network in inference mode, then the detection stage (decode, NMS, masks, YOLACT++
+        re-scoring). The one path from network outputs to detections of every inference form.
 
         Args:
-          images: float [B, S, S, 3] normalized (``yolact.ops.preprocess.eval_preprocess``).
-          output_size: ``(height, width)`` to upsample the masks to; None: prototype resolution.
+          images: float32 [B, S, S, 3] normalized (``yolact.ops.preprocess.normalize`` of the resized image).
+          output_size: ``(height, width)`` to upsample the masks to; None: prototype resolution [Hp, Wp].
           crop_to_box: see :meth:`yolact.detection.DetectionGenerator.call`.
+          detection_generator: the stage to use instead of :attr:`detection_generator` (e.g. one without XLA for
+            an export); the model is not changed.
 
         Returns:
-          the generator's dict (``boxes``, ``classes``, ``scores``, ``coefs``, ``num_detections``, ``masks``) plus
-          ``proto`` [B, Hp, Wp, K]; YOLACT++ also ``mask_scores`` / ``mask_iou`` [B, D] (``scores`` stay box scores).
+          :meth:`yolact.detection.DetectionGenerator.call`'s dict: ``boxes`` float32 [B,D,4] relative ``[x1, y1,
+          x2, y2]``, ``classes`` int32 [B,D] 0-based, ``scores`` float32 [B,D], ``coefs`` [B,D,K],
+          ``num_detections`` int32 [B], ``masks`` float32 [B,D,H,W] probabilities; YOLACT++ also ``mask_scores`` /
+          ``mask_iou`` [B, D] (``scores`` stay box scores).
         """
+        generator = detection_generator or self.detection_generator
         out = self(images, training=False)
-        dets = self.detection_generator(out, output_size=output_size, crop_to_box=crop_to_box)
-        # YOLACT++: box score and box score x predicted mask IoU (no-op without a mask-IoU net)
-        dets = rescore_detections(dets, out["proto"], self.maskiou_net, self.cfg.detection)
-        return {**dets, "proto": out["proto"]}
+        return generator(out, maskiou_net=self.maskiou_net, output_size=output_size, crop_to_box=crop_to_box)
+
+    def predict_step(self, data):
+        """``model.predict(images)``: :meth:`detect` on each batch (normalized float32 [B, S, S, 3]), masks at
+        prototype resolution; the detection dict, as keras-hub's object detectors return."""
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self.detect(images)
+
+    def get_config(self):
+        """Everything :meth:`from_config` needs: the full config (``config.to_dict``) and the BatchNorm state."""
+        from config import to_dict
+
+        return {"cfg": to_dict(self.cfg), "freeze_bn": self.bn_frozen, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        """A new (unbuilt, freshly initialised) model with :meth:`get_config`'s architecture."""
+        return cls(**config)
 
     @property
     def anchors(self):
@@ -175,11 +201,6 @@ class Yolact(keras.Model):
         if return_features:
             out.update(zip(FEATURE_KEYS, (c3, c4, c5) + tuple(levels)))
         return {k: keras.ops.cast(v, "float32") for k, v in out.items()}
-
-    def extract_features(self, images, training=False):
-        """Backbone and FPN features: dict C3, C4, C5, P3..P7 (float32 NHWC)."""
-        out = self(images, training=training, return_features=True)
-        return {k: out[k] for k in FEATURE_KEYS}
 
     def torch_weight_map(self):
         """[(original state_dict prefix, keras layer)] for every layer with weights, in the original's naming."""

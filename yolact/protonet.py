@@ -22,8 +22,12 @@ class ProtoNet(keras.layers.Layer):
 
     def __init__(self, channels=256, num_prototypes=32, **kwargs):
         super().__init__(**kwargs)
+        self.channels, self.num_prototypes = int(channels), int(num_prototypes)
         self.convs = [xavier_conv(channels, 3, name=f"proto_{i}", padding="same") for i in self.TORCH_INDICES[:4]]
         self.last = xavier_conv(num_prototypes, 1, name="proto_10")
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "num_prototypes": self.num_prototypes}
 
     def call(self, x):
         for conv in self.convs[:3]:

@@ -1,6 +1,6 @@
 """ONNX conversion of the deployable function (yolact/deploy/graph.py) with tf2onnx, checked with onnx.checker.
 
-The model has the contract of yolact/deploy/graph.py (input ``images`` uint8 [1, S, S, 3], the five named outputs,
+The model has the contract of yolact/deploy/graph.py (input ``images`` float32 [1, S, S, 3], the five named outputs,
 six for YOLACT++, masks at prototype resolution); its ``metadata_props`` hold
 :func:`yolact.deploy.graph.contract_metadata`.
 """

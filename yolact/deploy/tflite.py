@@ -4,12 +4,10 @@
 * ``float16``: float16 weights (``optimizations=[DEFAULT]``, ``supported_types=[float16]``), computed in float32 on
   CPUs without float16 arithmetic; about half the file size.
 * ``int8``: full-integer post-training quantization of the network: int8 weights (per channel) and activations
-  (per tensor), calibrated on representative images (uint8 [1, S, S, 3], the same input the model takes). The
-  detection stage (box decoding, Fast NMS, mask assembly) stays float32, as TFLite's own detection models keep
-  their post-processing float: see :func:`convert`. The input (uint8 pixels) and the outputs stay as in the
-  contract (float32 / int32), so callers never (de)quantize. Measured on the learning-sanity model (8 images,
-  tests/test_deploy.py extended test): mask AP50 0.9505 as float32 (before the detection stage was kept float:
-  0.26).
+  (per tensor), calibrated on representative images (float32 [1, S, S, 3] resized pixels, the input the model
+  takes). The detection stage (box decoding, Fast NMS, mask assembly, YOLACT++ re-scoring) stays float32, as
+  TFLite's own detection models keep their post-processing float: see :func:`convert`. The input (float32 pixels,
+  quantized inside) and the outputs stay as in the contract (float32 / int32), so callers never (de)quantize.
 
 Every model is converted with ``supported_ops`` restricted to TFLite builtins (plus the int8 builtins for int8):
 conversion FAILS rather than produce a model that needs the Flex (select TF ops) delegate.
@@ -23,7 +21,7 @@ from typing import Callable, Dict, Iterable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from yolact.deploy.graph import DETECTION_SCOPE  # the tensors an int8 model keeps float32
+from yolact.detection.generator import DETECTION_SCOPE  # the tensors an int8 model keeps float32
 
 PRECISIONS = ("float32", "float16", "int8")
 DEFAULT_REPRESENTATIVE_IMAGES = 100
@@ -45,32 +43,6 @@ def parse_precisions(spec: str) -> list:
     return out
 
 
-def frozen(fn) -> tf.types.experimental.ConcreteFunction:
-    """``fn`` (fixed input signature) with its variables turned into constants, still returning the named dict.
-
-    The converter's own paths (``from_concrete_functions(..., trackable_obj)``, ``from_saved_model``) keep Keras 3
-    variables as resource variables without their values; freezing first puts the weights into the flatbuffer, and
-    re-wrapping the frozen graph restores the output names of the ``serving_default`` signature.
-    """
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    concrete = fn.get_concrete_function()
-    graph = convert_variables_to_constants_v2(concrete)
-    structure = concrete.structured_outputs
-    named = tf.function(lambda images: tf.nest.pack_sequence_as(structure, graph(images)),
-                        input_signature=fn.input_signature)
-    return named.get_concrete_function()
-
-
-def denormalized_images(images: Iterable, cfg) -> Iterable[np.ndarray]:
-    """Normalized float images [1, S, S, 3] (``yolact.ops.preprocess.eval_preprocess`` output, e.g. from
-    ``data.parser.eval_dataset``) back to the model's uint8 input: ``round(x · std + mean)`` clipped to [0, 255]."""
-    mean = np.asarray(cfg.model.mean_rgb, np.float32)
-    std = np.asarray(cfg.model.std_rgb, np.float32)
-    for x in images:
-        yield np.clip(np.rint(np.asarray(x, np.float32) * std + mean), 0, 255).astype(np.uint8)
-
-
 def _without_detection_statistics(calibrated: bytes) -> bytes:
     """The calibrated model (TFLite's calibrate-only output: float ops, min / max per activation tensor) with the
     statistics of the detection stage's tensors (names under ``DETECTION_SCOPE``: decoding, Fast NMS, masks,
@@ -78,8 +50,9 @@ def _without_detection_statistics(calibrated: bytes) -> bytes:
 
     Why: quantized, box decoding, Fast NMS and mask assembly go wrong in ways no calibration fixes. The quantizer
     merges equal sub-expressions and requantizes the box coordinates with another tensor's range (measured: x2 = 0.96
-    came out as 0.596, crops lost 88 % of their mask pixels, mask AP50 0.26 vs 0.95 in float32); the crop
-    coordinates and boxes would move in steps of 1/255 of the image; the IoU division meets zero unions.
+    came out as 0.596 and crops lost most of their mask pixels); the crop
+    coordinates and boxes would move in steps of 1/255 of the image; the IoU division meets zero unions
+    (docs/benchmarks.md has the measured effect on mask AP).
     """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
@@ -97,18 +70,18 @@ def _without_detection_statistics(calibrated: bytes) -> bytes:
 
 def convert(concrete, precision: str, representative: Optional[Callable[[], Iterable[np.ndarray]]] = None,
             metadata: Optional[Dict[str, str]] = None) -> bytes:
-    """Convert a frozen concrete function (:func:`frozen`) to a TFLite flatbuffer with builtin ops only.
+    """Convert a frozen concrete function (:func:`yolact.deploy.graph.freeze`) to a TFLite flatbuffer with builtin ops only.
 
     Args:
-      concrete: :func:`frozen`'s concrete function, input uint8 [1, S, S, 3].
+      concrete: :func:`yolact.deploy.graph.freeze`'s concrete function, input float32 [1, S, S, 3].
       precision: one of :data:`PRECISIONS`. int8 is TFLite's own post-training path in two steps, calibration
         (``_experimental_calibrate_only``) then the MLIR quantizer (``mlir_quantize``, what ``convert()`` and the
         QuantizationDebugger run), with the detection stage's statistics removed in between
         (:func:`_without_detection_statistics`): the network (backbone, FPN, protonet, heads) is int8 with
         per-channel weights; the detection stage computes in float32 except the ops the quantizer keeps on int8
         network outputs (slicing, softmax: scores come in steps of 1/256).
-      representative: for int8 (required there): a callable returning an iterable of uint8 [1, S, S, 3] arrays,
-        the calibration images.
+      representative: for int8 (required there): a callable returning an iterable of float32 [1, S, S, 3] arrays,
+        the calibration images resized as the input (:func:`yolact.ops.preprocess.resize_image`).
       metadata: strings stored as JSON in the model's metadata entry :data:`METADATA_NAME` (see
         :func:`read_metadata`).
 
@@ -187,5 +160,5 @@ def op_names(model: bytes) -> Sequence[str]:
     return sorted(out)
 
 
-__all__ = ["PRECISIONS", "DEFAULT_REPRESENTATIVE_IMAGES", "METADATA_NAME", "parse_precisions", "frozen",
-           "DETECTION_SCOPE", "denormalized_images", "convert", "add_metadata", "read_metadata", "op_names"]
+__all__ = ["PRECISIONS", "DEFAULT_REPRESENTATIVE_IMAGES", "METADATA_NAME", "parse_precisions", "convert",
+           "add_metadata", "read_metadata", "op_names"]

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from yolact.ops.preprocess import denormalize
+
 LOSS_NAMES = {"B": "B", "C": "C", "M": "M", "S": "S", "I": "I", "T": "total"}  # I: YOLACT++ mask IoU
 
 
@@ -76,19 +78,13 @@ class PredictionImages(keras.callbacks.Callback):
         if t.writer is None or images is None:
             return
         img = images.values[0] if hasattr(images, "values") else images
-        img = tf.convert_to_tensor(img)[:1]
-        cfg = t.cfg
-        rgb = np.clip(img[0].numpy() * np.array(cfg.model.std_rgb) + np.array(cfg.model.mean_rgb), 0, 255)
-        overlay = rgb.astype(np.uint8)
+        overlay = denormalize(tf.convert_to_tensor(img)[0], t.cfg)  # S x S: the Predictor's resize is the identity
         try:
             from utils.visualize import draw_detections
             from yolact.predictor import Predictor
 
-            s = cfg.model.img_size
-            result = Predictor(cfg, t.model, t.label_map).predict_preprocessed(img, s, s)
-            names = t.label_map.names
-            names = names[1:] if len(names) == cfg.num_classes else names
-            overlay = draw_detections(overlay, result, names, score_threshold=0.3, top_k=10)
+            result = Predictor(t.cfg, t.model, t.label_map).predict(overlay)
+            overlay = draw_detections(overlay, result, t.label_map.names, score_threshold=0.3, top_k=10)
         except Exception as e:  # noqa: BLE001 (monitoring must never stop a training run)
             t.log(f"(prediction overlay failed, input image only: {type(e).__name__})")
         with t.writer.as_default():
