@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 from config import get_config  # noqa: E402
 from data import coco_tfrecord_creator as creator  # noqa: E402
+from data.coco_json import SplitSpec  # noqa: E402
 from data import parser  # noqa: E402
 from yolact.ops.label_map import read_label_map  # noqa: E402
 
@@ -77,8 +78,8 @@ def main(argv) -> None:
                 raise cli.UserError(f"{COCO_MINI} not found; pass -records")
             records = os.path.join(tmp, "records")
             creator.create_tfrecords(
-                [creator.SplitSpec("train", str(COCO_MINI / "train2017"),
-                                   str(COCO_MINI / "annotations" / "instances_train2017.json"))],
+                [SplitSpec("train", str(COCO_MINI / "train2017"),
+                           str(COCO_MINI / "annotations" / "instances_train2017.json"))],
                 records, num_workers=1, progress=False)  # in this process: spawned workers would re-import TF
         pattern = os.path.join(records, "train-*.tfrecord")
         if not tf.io.gfile.glob(pattern):

@@ -1,6 +1,7 @@
-"""Training augmentation of the original (SSDAugmentation) and the eval resize, in TF ops inside the graph.
+"""Training augmentation of the original (SSDAugmentation), in TF ops inside the graph; the eval resize is
+yolact/ops/preprocess.py ``eval_preprocess``.
 
-original: utils/augmentations.py SSDAugmentation, BaseTransform, FastBaseTransform; shared/docs/yolact_reference.md
+original: utils/augmentations.py SSDAugmentation; shared/docs/yolact_reference.md
 §2.3, §9.2. Steps, each switched by a ``cfg.parser.augment_*`` flag:
 
 1. Photometric distortion on the float image, **never clipped**: brightness (p ½, + U(−32, 32)); then with p ½

@@ -2,8 +2,9 @@
 
 Training (:func:`train_dataset`) yields ``(images, targets)`` as in docs/architecture.md "Parser → training";
 evaluation (:func:`eval_dataset`) yields ``(images, info)``. Both read the sharded records with ``interleave``,
-decode images (``data/image_io.decode_image_rgb``: JPEG with OpenCV's exact IDCT, 3 channels) and PNG instance masks, map dataset category ids to class
-channels with the ``label_map.json`` next to the records, and prefetch with AUTOTUNE.
+decode images (yolact/ops/image_io.py ``decode_image_rgb``: JPEG with OpenCV's exact IDCT, 3 channels) and PNG
+instance masks, map dataset category ids to class channels with the ``label_map.json`` next to the records, and
+prefetch with AUTOTUNE.
 
 Training-set rules (decided here; the original differs as noted):
 
@@ -260,7 +261,7 @@ def train_dataset(
       batch_size: global batch size; with ``input_context`` each pipeline yields
         ``input_context.get_per_replica_batch_size(batch_size)``. The last partial batch is dropped (as the
         original's epochs of ``len // batch`` iterations).
-      label_map: None (``label_map.json`` next to the records), a path, or a ``data.label_map.LabelMap``.
+      label_map: None (``label_map.json`` next to the records), a path, or a ``yolact.ops.label_map.LabelMap``.
       seed: one integer for file order, shuffle and augmentation; None draws one.
       shuffle, repeat: shuffle records (buffer ``cfg.parser.shuffle_buffer``) / repeat forever.
       num_parallel_calls: parallelism of the decode/augment map.
@@ -356,7 +357,7 @@ def eval_dataset(
     """Evaluation batches: every record once, in file order, no augmentation.
 
     The image is resized to S × S (half-pixel bilinear, no antialias, aspect not kept) and then normalized, as the
-    original's BaseTransform / FastBaseTransform (data/augment.py ``eval_preprocess``).
+    original's BaseTransform / FastBaseTransform (yolact/ops/preprocess.py ``eval_preprocess``).
 
     Args:
       file_pattern: glob (or list of globs) of TFRecord shards.

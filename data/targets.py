@@ -40,7 +40,7 @@ def build_targets(boxes, classes, masks, is_crowd, anchors, cfg) -> Dict[str, tf
       classes: int32 [n] class channel 1..C-1 (ignored for crowds).
       masks: uint8 or float32 [S, S, n] 0/1 masks at network size (objects as channels), S = ``cfg.model.img_size``.
       is_crowd: bool [n].
-      anchors: float32 [N, 4] relative ``[cx, cy, w, h]`` (``yolact.anchors.make_anchors(cfg)``).
+      anchors: float32 [N, 4] relative ``[cx, cy, w, h]`` (``yolact.ops.anchors.make_anchors(cfg)``).
       cfg: YolactConfig.
     Returns:
       dict (M = ``cfg.parser.num_max_pad``, Hp = prototype side, H3 = P3 side, C = ``cfg.num_classes``):

@@ -1,4 +1,4 @@
-"""TFRecord feature keys, shared by the writer (data/coco_tfrecord_creator.py) and the parser (data/parser.py).
+"""TFRecord feature keys, shared by the writer (data/shards.py) and the parser (data/parser.py).
 
 Keys follow the TF Model Garden / Object Detection API conventions. One ``tf.train.Example`` per image:
 

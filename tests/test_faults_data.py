@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from data import coco_tfrecord_creator as creator
+from data.coco_json import SplitSpec, rle_string_total
 from data import tfrecord_schema as schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -135,11 +136,11 @@ def test_rle_total_of_pycocotools_strings(val_coco):
         img = val_coco.imgs[image_id]
         for ann in val_coco.imgToAnns[image_id]:
             counts = val_coco.annToRLE(ann)["counts"].decode()
-            assert creator.rle_string_total(counts) == img["height"] * img["width"], ann["id"]
+            assert rle_string_total(counts) == img["height"] * img["width"], ann["id"]
             n += 1
     assert n > 10
-    assert creator.rle_string_total("0") == 0 and creator.rle_string_total("\x7f") is None
-    assert creator.rle_string_total("a") is None  # 'a' - '0' = 49: continuation bit set, string ends
+    assert rle_string_total("0") == 0 and rle_string_total("\x7f") is None
+    assert rle_string_total("a") is None  # 'a' - '0' = 49: continuation bit set, string ends
 
 
 def test_bad_rle_total_skipped_and_reported(bad_rle, val_coco, tmp_path):
@@ -197,7 +198,7 @@ def _small_spec(val_coco, coco_mini, root, n=2):
     ids = _images(val_coco, crowd=False)[:n]
     anns = [a for i in ids for a in val_coco.imgToAnns[i]]
     args = _dataset(val_coco, coco_mini, root, ids, anns)
-    return creator.SplitSpec("val", str(args[1]), str(args[3])), args
+    return SplitSpec("val", str(args[1]), str(args[3])), args
 
 
 def test_rerun_keeps_unrelated_files(val_coco, coco_mini, tmp_path):

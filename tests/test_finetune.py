@@ -18,7 +18,8 @@ CLASS_DEPENDENT = ["prediction_layers.0.conf_layer", "semantic_seg_conv", "maski
 def records10(coco_mini, tmp_path_factory):
     """TFRecords of coco2017_mini's first 6 train images that have one of the 10 most frequent categories, with
     only those categories (label_map.json: 10 categories -> 11 classes)."""
-    from data.coco_tfrecord_creator import SplitSpec, create_tfrecords
+    from data.coco_json import SplitSpec
+    from data.coco_tfrecord_creator import create_tfrecords
 
     out = tmp_path_factory.mktemp("records10")
     data = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())

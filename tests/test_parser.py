@@ -15,6 +15,7 @@ import tensorflow as tf
 from config import get_config
 from data import coco_tfrecord_creator as creator
 from data import parser
+from data.coco_json import SplitSpec
 from data import tfrecord_schema as schema
 
 CFG = get_config("yolact_resnet50")
@@ -45,7 +46,7 @@ def records(coco_mini, tmp_path_factory):
     root = tmp_path_factory.mktemp("parser")
     (root / "val.json").write_text(json.dumps(cut))
     out = root / "records"
-    creator.create_tfrecords([creator.SplitSpec("val", str(coco_mini / "val2017"), str(root / "val.json"))],
+    creator.create_tfrecords([SplitSpec("val", str(coco_mini / "val2017"), str(root / "val.json"))],
                              str(out), num_shards=2, num_workers=1, progress=False)
     return str(out / "val-*.tfrecord"), cut
 

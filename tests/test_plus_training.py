@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def records(coco_mini, tmp_path_factory):
-    from data.coco_tfrecord_creator import SplitSpec, create_tfrecords
+    from data.coco_json import SplitSpec
+    from data.coco_tfrecord_creator import create_tfrecords
     from tests.test_learning_sanity import write_subset
 
     out = tmp_path_factory.mktemp("plus_records")

@@ -1,4 +1,5 @@
-"""data/coco_tfrecord_creator.py and yolact/ops/label_map.py on real COCO 2017 images (../shared/data/coco2017_mini).
+"""The TFRecord creator (data/coco_tfrecord_creator.py and data/coco_json.py, encoding.py, shards.py) and
+yolact/ops/label_map.py on real COCO 2017 images (../shared/data/coco2017_mini).
 
 The two real splits are encoded once per module through the CLI (single-dash flags, 2 worker processes). The
 bad-input cases use a small dataset built in tmp_path from real val images and their official annotations.
@@ -19,9 +20,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from data import coco_tfrecord_creator as creator
+from data import shards
+from data.coco_json import SplitSpec
+from data.split_plan import CreatorError, SplitPlan
 from yolact.ops import label_map as label_map_lib
 from data import tfrecord_schema as schema
 
@@ -265,7 +270,7 @@ def bad_run(coco_mini, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     ann_file, img_dir, info = _build_bad_dataset(coco_mini, root)
     out = root / "out"
-    report = creator.create_tfrecords([creator.SplitSpec("val", str(img_dir), str(ann_file))], str(out),
+    report = creator.create_tfrecords([SplitSpec("val", str(img_dir), str(ann_file))], str(out),
                                       num_workers=2, progress=False)
     records = {r["filename"].decode(): r for r in _read_records(out / "val-*.tfrecord")}
     return report, records, info, out, root, img_dir, ann_file
@@ -283,7 +288,7 @@ def test_bad_images_are_skipped_by_name(bad_run):
     assert (s["images_in_json"], s["images_written"], s["images_without_instances"]) == (10, 7, 1)
     assert sorted(os.listdir(out)) == ["creation_report.json", "label_map.json", "val-00000-of-00001.tfrecord"]
     assert _leftovers(root) == []
-    summary = creator.format_summary(report)
+    summary = shards.format_summary(report)
     assert "val: 7/10 images written" in summary and "file not found (1): missing.jpg" in summary
 
 
@@ -349,8 +354,8 @@ def test_strict_mode_writes_nothing(bad_run, tmp_path):
     _, _, _, _, _, img_dir, ann_file = bad_run
     out = tmp_path / "out"
     expected = r"^strict: 6 item\(s\) would be skipped: val image missing.jpg: file not found"
-    with pytest.raises(creator.CreatorError, match=expected):
-        creator.create_tfrecords([creator.SplitSpec("val", str(img_dir), str(ann_file))], str(out), strict=True,
+    with pytest.raises(CreatorError, match=expected):
+        creator.create_tfrecords([SplitSpec("val", str(img_dir), str(ann_file))], str(out), strict=True,
                                  num_workers=1, progress=False)
     assert os.listdir(tmp_path) == []
 
@@ -366,7 +371,7 @@ def _two_image_dataset(coco_mini, root, second="truncated"):
     data = dict(data, images=images, annotations=anns[images[0]["id"]] + anns[images[1]["id"]])
     ann_file = root / "ann.json"
     ann_file.write_text(json.dumps(data))
-    return creator.SplitSpec("val", str(img_dir), str(ann_file))
+    return SplitSpec("val", str(img_dir), str(ann_file))
 
 
 def test_existing_output_replaced_only_on_success(coco_mini, tmp_path):
@@ -377,7 +382,7 @@ def test_existing_output_replaced_only_on_success(coco_mini, tmp_path):
     assert r1["splits"]["val"]["images_written"] == 1
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     # strict fails while encoding (the truncated image is found by a worker): the old output stays as it was
-    with pytest.raises(creator.CreatorError, match="^strict: image .*cannot decode image"):
+    with pytest.raises(CreatorError, match="^strict: image .*cannot decode image"):
         creator.create_tfrecords([spec], str(out), num_workers=2, strict=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert _leftovers(out.parent) == []
@@ -396,7 +401,7 @@ def test_refuses_to_replace_foreign_shards(coco_mini, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "val-00000-of-00001.tfrecord").write_bytes(b"not mine")
-    with pytest.raises(creator.CreatorError, match="holds shards .* but no label_map.json.*refusing to replace"):
+    with pytest.raises(CreatorError, match="holds shards .* but no label_map.json.*refusing to replace"):
         creator.create_tfrecords([spec], str(out), num_workers=1, progress=False)
     assert os.listdir(out) == ["val-00000-of-00001.tfrecord"]
     assert (out / "val-00000-of-00001.tfrecord").read_bytes() == b"not mine"
@@ -410,10 +415,34 @@ def test_category_lists_must_agree(coco_mini, tmp_path):
     data["categories"] = data["categories"][:-1]
     other = tmp_path / "other.json"
     other.write_text(json.dumps(data))
-    with pytest.raises(creator.CreatorError, match="category lists differ"):
-        creator.create_tfrecords([spec, creator.SplitSpec("train", spec.image_dir, str(other))],
+    with pytest.raises(CreatorError, match="category lists differ"):
+        creator.create_tfrecords([spec, SplitSpec("train", spec.image_dir, str(other))],
                                  str(tmp_path / "out"), num_workers=1, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_writer_takes_a_plan_of_any_reader(coco_mini, tmp_path):
+    """data/shards.py writes a SplitPlan built without data/coco_json.py, as another dataset reader would give it."""
+    img = _val_json(coco_mini)["images"][0]
+    W, H = img["width"], img["height"]
+    polygon = [[0.1 * W, 0.2 * H, 0.5 * W, 0.2 * H, 0.5 * W, 0.6 * H]]
+    path = coco_mini / "val2017" / img["file_name"]
+    task = {"image_id": img["id"], "file_name": img["file_name"], "path": str(path), "height": H, "width": W,
+            "anns": [{"id": 7, "category_id": 3, "name": "car", "iscrowd": 0, "area": 12.5,
+                      "box": (0.1, 0.2, 0.5, 0.6), "segmentation": polygon}]}
+    label_map = label_map_lib.from_categories([{"id": 3, "name": "car"}])
+    plan = SplitPlan(name="train", source="hand-made", label_map=label_map, tasks=[task], skipped_images=[],
+                     skipped_annotations=[], num_images=1)
+    report = shards.write_tfrecords([plan], str(tmp_path / "out"), num_workers=1, progress=False)
+    assert report["num_classes"] == 2 and report["splits"]["train"]["instances_written"] == 1
+    assert sorted(os.listdir(tmp_path / "out")) == ["creation_report.json", "label_map.json",
+                                                    "train-00000-of-00001.tfrecord"]
+    (record,) = _read_records(tmp_path / "out" / "train-*.tfrecord")
+    assert int(record["source_id"]) == img["id"] and record["labels"].tolist() == [3]
+    np.testing.assert_allclose(record["boxes_yxyx"][0], [0.2, 0.1, 0.6, 0.5], atol=1e-6)
+    want = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygon, H, W)))
+    np.testing.assert_array_equal(_decode_mask(record["masks_png"][0]), want)
+    assert record["encoded"] == path.read_bytes()
 
 
 @pytest.mark.parametrize("case", ["invalid_json", "not_coco", "missing_json", "missing_dir", "half_split"])

@@ -24,7 +24,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def records(coco_mini, tmp_path_factory):
     """TFRecords of the first 8 (train) images of coco2017_mini in 2 shards: RECORDS/mini/train-*.tfrecord."""
-    from data.coco_tfrecord_creator import SplitSpec, create_tfrecords
+    from data.coco_json import SplitSpec
+    from data.coco_tfrecord_creator import create_tfrecords
 
     out = tmp_path_factory.mktemp("records")
     data = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())
