@@ -90,7 +90,7 @@ def plus_outputs():
 def plus_state_dict():
     """The YOLACT++ R50 fixture weights as its README builds them: reference_r50/weights.npz, replaced / completed
     by reference_plus_r50/weights_delta.npz (405 original state_dict keys, float32 numpy)."""
-    from utils.convert_weights import load_state_dict_file
+    from yolact.torch_weights import load_state_dict_file
 
     sd = load_state_dict_file(_require(FIXTURE / "weights.npz"))
     sd.update(load_state_dict_file(_require(PLUS_FIXTURE / "weights_delta.npz")))

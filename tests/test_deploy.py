@@ -1,7 +1,7 @@
 """Deployment beyond the SavedModel (issue 15): TFLite / ONNX exports of the fixture's converted original weights,
 their parity with the SavedModel, inference.py -model, bfloat16 in-process, and the one-line errors.
 
-The fixture model (ResNet-50, 550, converted with utils.convert_weights.convert_file as tests/test_export.py does)
+The fixture model (ResNet-50, 550, converted with yolact.torch_weights.convert_file as tests/test_export.py does)
 is exported ONCE per module by the CLI with ``-tflite float32 -onnx``. Parity is measured on the contract's input:
 the fixture's image0 resized to 550 × 550 with cv2 INTER_LINEAR (uint8), fed to the SavedModel (its in-graph
 resize is then the identity), the .tflite and the .onnx; every detection with a SavedModel score >= 0.05 must come
@@ -78,7 +78,7 @@ def mask_ious(a, b):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, fixture_weights_path):
     _require_packages()
-    from utils.convert_weights import convert_file
+    from yolact.torch_weights import convert_file
 
     work = tmp_path_factory.mktemp("deploy")
     weights = work / "r50.weights.h5"
@@ -245,8 +245,8 @@ def test_bfloat16_in_process_parity(fixture_weights_path, tmp_path):
     detection with score > 0.3 is matched to the bfloat16 detection of its class with the best box IoU. Measured:
     box IoU >= 0.796, score difference <= 0.045; the best detection is the same. (On the learning-sanity model the
     8-image mask AP50 is the same, 0.9505, box AP 0.8772 vs 0.8806.)"""
-    from utils.convert_weights import convert_file
     from yolact.predictor import Predictor
+    from yolact.torch_weights import convert_file
 
     weights = tmp_path / "r50.weights.h5"
     convert_file(str(fixture_weights_path), "yolact_resnet50", str(weights))

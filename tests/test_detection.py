@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from config import get_config
 from yolact.detection import DetectionGenerator, detect, postprocess, to_output_convention
-from yolact.masks import boxes_to_pixels
 from yolact.ops.label_map import coco_label_map
 
 CFG = get_config("yolact_resnet50")
@@ -82,14 +81,28 @@ def test_detection_generator_layer_matches_original(fixture_outputs, jit, k):
     assert int((masks != ref_masks.astype(bool)).sum()) <= 1e-4 * ref_masks.size
 
 
+def _np_pixel_boxes(boxes, height, width):
+    """The original postprocess's pixel boxes, in numpy float32: layers/box_utils.py sanitize_coordinates
+    (cast=False, padding 0: scaled, ordered, min clamped at 0, max at the side) then ``.long()`` (truncation)."""
+    boxes = np.asarray(boxes, np.float32)
+
+    def side(a, b, size):
+        a, b = a * np.float32(size), b * np.float32(size)
+        return np.maximum(np.minimum(a, b), 0), np.minimum(np.maximum(a, b), np.float32(size))
+
+    x1, x2 = side(boxes[..., 0], boxes[..., 2], width)
+    y1, y2 = side(boxes[..., 1], boxes[..., 3], height)
+    return np.stack([x1, y1, x2, y2], axis=-1).astype(np.int32)
+
+
 def test_postprocess_category_ids_and_pixel_boxes_from_output_convention(dets, fixture_outputs):
-    """postprocess's pixel boxes (via to_output_convention) equal boxes_to_pixels of the raw boxes exactly, and its
-    category ids are the label map's ids of the classes."""
+    """postprocess's pixel boxes (via to_output_convention) equal the original's sanitize_coordinates + .long() of
+    the raw boxes exactly, and its category ids are the label map's ids of the classes."""
     lm = coco_label_map()
     one = {key: v[1:2] for key, v in dets[False].items()}
     out = postprocess(one, fixture_outputs["proto"][1:2], 640, 480, category_ids=lm.index_to_id_array(),
                       max_detections=10)
-    np.testing.assert_array_equal(out["boxes"], boxes_to_pixels(one["boxes"][0, :10], 640, 480).numpy())
+    np.testing.assert_array_equal(out["boxes"], _np_pixel_boxes(one["boxes"][0, :10], 640, 480))
     np.testing.assert_array_equal(out["category_ids"], np.asarray(lm.ids)[out["classes"]])
     assert out["masks"].shape == (10, 640, 480)
 
@@ -206,11 +219,14 @@ def test_traditional_nms_matches_cython_transcription(fixture_outputs, k):
     np.testing.assert_allclose(d["boxes"][0, :n].numpy(), ref_boxes, atol=1e-5, rtol=0)
 
 
-def test_boxes_to_pixels_sanitizes_and_truncates():
-    boxes = tf.constant([[0.5, 0.25, 0.1, 1.2], [-0.3, 0.999, 0.0015, 0.5]], tf.float32)
-    px = boxes_to_pixels(boxes, 480, 640).numpy()
-    # x: *640, ordered, clamped to [0, 640]; y: *480; then truncation
-    np.testing.assert_array_equal(px, [[64, 120, 320, 480], [0, 240, 0, 479]])
+def test_postprocess_pixel_boxes_sanitize_and_truncate():
+    """Unordered and out-of-image boxes: x * 640, y * 480, ordered, clamped to the image, then truncated."""
+    boxes = tf.constant([[[0.5, 0.25, 0.1, 1.2], [-0.3, 0.999, 0.0015, 0.5]]], tf.float32)
+    d = {"boxes": boxes, "classes": tf.zeros([1, 2], tf.int32), "scores": tf.constant([[0.9, 0.8]]),
+         "coefs": tf.zeros([1, 2, 4]), "num_detections": tf.constant([2], tf.int32)}
+    out = postprocess(d, tf.zeros([1, 8, 8, 4]), 480, 640)
+    np.testing.assert_array_equal(out["boxes"], [[64, 120, 320, 480], [0, 240, 0, 479]])
+    np.testing.assert_array_equal(_np_pixel_boxes(boxes[0], 480, 640), out["boxes"])
 
 
 def test_bad_arguments_raise(fixture_outputs):

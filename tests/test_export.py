@@ -49,7 +49,7 @@ def _env():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, fixture_weights_path):
-    from utils.convert_weights import convert_file
+    from yolact.torch_weights import convert_file
 
     work = tmp_path_factory.mktemp("export")
     weights = work / "r50.weights.h5"
