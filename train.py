@@ -1,6 +1,8 @@
 """Train YOLACT on TFRecords: ``python train.py -name coco -tfrecord_dir data/tfrecords -weights weights``.
 
-A thin command line over the library (yolact/training): flags -> ``TrainOptions`` -> ``yolact.training.train``.
+A thin command line over the library (yolact/training): flags -> ``TrainOptions`` -> ``yolact.training.train``,
+given the training records (data/parser.py ``TrainRecords``) and the validation's evaluation (:func:`coco_evaluate`,
+utils/coco_eval.py), which the library does not import itself.
 As the original train.py: SGD with PyTorch momentum and coupled L2 decay, linear warmup and step schedule with the
 batch-size autoscale, BN frozen when the per-replica batch is below 6, non-finite steps skipped (counted).
 
@@ -63,7 +65,6 @@ def _define_flags():
                     "an original .pth/.npz (full YOLACT or an ImageNet backbone such as the EfficientNet-Lite0 file) "
                     "converted on the fly. Another class count (fine-tuning): the class-dependent layers are "
                     "re-initialised and listed, every other tensor is loaded.")
-    f.DEFINE_alias("backbone_weights", "init")
     f.DEFINE_string("logdir", None, "TensorBoard folder (default: WEIGHTS/NAME/logs).")
     f.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION), "Compute dtype policy.")
     f.DEFINE_integer("val_interval", 0, "Validation box/mask AP every N steps (0: off); needs -val_annotations and "
@@ -83,6 +84,23 @@ def options_from_flags(fv=None) -> TrainOptions:
     return TrainOptions(**{field.name: fv[field.name].value for field in dataclasses.fields(TrainOptions)})
 
 
+def coco_evaluate(predictor, *, tfrecord_pattern, annotations_file, max_images=None):
+    """The validation of ``-val_interval`` (the task's ``evaluate_fn``): utils/coco_eval.py ``evaluate_dataset`` of
+    ``predictor`` on the records ``tfrecord_pattern`` (read with data/parser.py) against the COCO json
+    ``annotations_file``, at most ``max_images`` images (None: all), without tables or progress bar.
+
+    Returns:
+      dict: ``box/AP`` ... ``mask/APl`` (floats, fractions), ``images_evaluated``, ``images_in_annotations``.
+
+    Raises:
+      FileNotFoundError: missing annotations; utils/coco_eval.py ``NoImagesEvaluated``: no record is annotated.
+    """
+    from utils.coco_eval import evaluate_dataset
+
+    return evaluate_dataset(predictor, annotations_file, tfrecord_pattern=tfrecord_pattern, max_images=max_images,
+                            verbose=False, progress=False)
+
+
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments {argv[1:]}")
@@ -90,7 +108,8 @@ def main(argv):
     from data.parser import TrainRecords
     from yolact.training import train
 
-    summary = train(options, TrainRecords(os.path.join(options.tfrecord_dir, options.name)))
+    summary = train(options, TrainRecords(os.path.join(options.tfrecord_dir, options.name)),
+                    evaluate_fn=coco_evaluate)
     print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}), flush=True)
     if summary["interrupted"]:
         raise cli.Interrupted(f"interrupted ({summary['interrupted']}) at step {summary['step']}; checkpoint "

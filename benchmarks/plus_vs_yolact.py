@@ -46,7 +46,7 @@ STAGES = ("preprocess", "network", "masks")
 
 def _fixture_weights(shared: pathlib.Path, work: pathlib.Path):
     """(yolact_resnet50 .weights.h5, yolact_plus_resnet50 .weights.h5) converted from the reference fixtures."""
-    from utils.convert_weights import convert_file, load_state_dict_file
+    from yolact.torch_weights import convert_file, load_state_dict_file
 
     r50 = shared / "fixtures" / "reference_r50" / "weights.npz"
     sd = load_state_dict_file(r50)

@@ -56,10 +56,10 @@ def fixture_weights_path():
 
 @pytest.fixture(scope="session")
 def r50_weights(tmp_path_factory, fixture_weights_path):
-    """The fixture's original ResNet-50 weights converted once per session (utils/convert_weights.py
+    """The fixture's original ResNet-50 weights converted once per session (yolact/torch_weights.py
     ``convert_file``): ``.../r50.weights.h5`` in a run folder with config.json (yolact_resnet50, 550) and COCO's
     label_map.json, so ``-checkpoint`` needs no other flag. Read-only for the tests."""
-    from utils.convert_weights import convert_file
+    from yolact.torch_weights import convert_file
 
     weights = tmp_path_factory.mktemp("r50_run") / "r50.weights.h5"
     convert_file(str(fixture_weights_path), "yolact_resnet50", str(weights))
@@ -144,7 +144,7 @@ def plus_outputs():
 def plus_state_dict():
     """The YOLACT++ R50 fixture weights as its README builds them: reference_r50/weights.npz, replaced / completed
     by reference_plus_r50/weights_delta.npz (405 original state_dict keys, float32 numpy)."""
-    from utils.convert_weights import load_state_dict_file
+    from yolact.torch_weights import load_state_dict_file
 
     sd = load_state_dict_file(_require(FIXTURE / "weights.npz"))
     sd.update(load_state_dict_file(_require(PLUS_FIXTURE / "weights_delta.npz")))

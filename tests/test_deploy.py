@@ -1,10 +1,10 @@
 """Deployment beyond the SavedModel (issue 15): TFLite / ONNX exports of the fixture's converted original weights,
 their parity with the SavedModel, inference.py -model, bfloat16 in-process, and the one-line errors.
 
-The fixture model (ResNet-50, 550, converted with utils.convert_weights.convert_file as tests/test_export.py does)
-is exported ONCE per module by the CLI with ``-tflite float32 -onnx``. One photo gives the same detections in every
+The fixture model (ResNet-50, 550, converted once per session, tests/conftest.py r50_export)
+is exported once by the CLI with ``-tflite float32 -onnx``. One photo gives the same detections in every
 form: the fixture's image0 through each runner's ``predict`` (the one resize in float, the form's graph, the one host
-step), and a real COCO photo through ``inference.py -eval`` with ``-checkpoint`` and ``-model`` of each export: every
+step), and the fixture's two real photos through ``inference.py -eval`` with ``-checkpoint`` and ``-model`` of each export: every
 detection comes back with the same class in the same order (two detections whose scores differ by less than TIE
 may swap: float32 rounding decides their order), scores within 1e-4, pixel boxes within 1 px, mask IoU >= 0.98.
 
@@ -300,8 +300,8 @@ def test_bfloat16_in_process_parity(fixture_weights_path, tmp_path):
     detection with score > 0.3 is matched to the bfloat16 detection of its class with the best box IoU. Measured:
     box IoU >= 0.796, score difference <= 0.045; the best detection is the same. (On the learning-sanity model the
     8-image mask AP50 is the same, 0.9505, box AP 0.8772 vs 0.8806.)"""
-    from utils.convert_weights import convert_file
     from yolact.predictor import Predictor
+    from yolact.torch_weights import convert_file
 
     weights = tmp_path / "r50.weights.h5"
     convert_file(str(fixture_weights_path), "yolact_resnet50", str(weights))

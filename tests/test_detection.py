@@ -84,17 +84,28 @@ def test_detection_generator_layer_matches_original(fixture_outputs, jit, k):
     assert int((masks != ref_masks.astype(bool)).sum()) <= 1e-4 * ref_masks.size
 
 
+def _np_pixel_boxes(boxes, height, width):
+    """The original postprocess's pixel boxes, in numpy float32: layers/box_utils.py sanitize_coordinates
+    (cast=False, padding 0: scaled, ordered, min clamped at 0, max at the side) then ``.long()`` (truncation)."""
+    boxes = np.asarray(boxes, np.float32)
+
+    def side(a, b, size):
+        a, b = a * np.float32(size), b * np.float32(size)
+        return np.maximum(np.minimum(a, b), 0), np.minimum(np.maximum(a, b), np.float32(size))
+
+    x1, x2 = side(boxes[..., 0], boxes[..., 2], width)
+    y1, y2 = side(boxes[..., 1], boxes[..., 3], height)
+    return np.stack([x1, y1, x2, y2], axis=-1).astype(np.int32)
+
+
 def test_host_step_category_ids_and_pixel_boxes(dets, fixture_outputs):
-    """The host step's pixel boxes are the raw relative boxes ordered, clamped and truncated (the original's
-    sanitize_coordinates + .long(), computed here in numpy), and its category ids the label map's ids."""
+    """The host step's pixel boxes (via to_output_convention) equal the original's sanitize_coordinates + .long() of
+    the raw boxes exactly, and its category ids are the label map's ids of the classes."""
     lm = coco_label_map()
     one = {key: v[1:2] for key, v in dets[False].items()}
     out = postprocess(one, fixture_outputs["proto"][1:2], 640, 480, category_ids=lm.index_to_id_array(),
                       max_detections=10)
-    b = one["boxes"][0, :10].numpy()
-    x1, x2 = np.clip(np.minimum(b[:, 0], b[:, 2]) * 480, 0, 480), np.clip(np.maximum(b[:, 0], b[:, 2]) * 480, 0, 480)
-    y1, y2 = np.clip(np.minimum(b[:, 1], b[:, 3]) * 640, 0, 640), np.clip(np.maximum(b[:, 1], b[:, 3]) * 640, 0, 640)
-    np.testing.assert_array_equal(out["boxes"], np.stack([x1, y1, x2, y2], 1).astype(np.int32))
+    np.testing.assert_array_equal(out["boxes"], _np_pixel_boxes(one["boxes"][0, :10], 640, 480))
     np.testing.assert_array_equal(out["category_ids"], np.asarray(lm.ids)[out["classes"]])
     assert out["masks"].shape == (10, 640, 480)
 

@@ -30,9 +30,9 @@ def _error_lines(r):
 def runs(tmp_path_factory, fixture_weights_path):
     """{128: run folder, 160: run folder, 'bare': folder with only the .weights.h5}: the fixture's weights."""
     from config import get_config
-    from utils.convert_weights import convert_file
     from yolact.checkpoint import write_run_files
     from yolact.ops.label_map import coco_label_map
+    from yolact.torch_weights import convert_file
 
     base = tmp_path_factory.mktemp("runs")
     bare = base / "bare"

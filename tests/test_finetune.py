@@ -68,7 +68,7 @@ def _trainer(opts, log):
 def _check_partial_load(model, source_sd, log_lines, source):
     """Every tensor but the class-dependent layers equals the source; those are fresh (glorot_uniform kernel of the
     11-class shape, zero bias) and each is logged once."""
-    from utils.convert_weights import class_dependent_prefixes, state_dict_of
+    from yolact.torch_weights import class_dependent_prefixes, state_dict_of
 
     assert class_dependent_prefixes(model) == CLASS_DEPENDENT
     mine = state_dict_of(model)
@@ -117,10 +117,10 @@ def test_finetune_original_weights_on_10_categories_trains(records10, source_npz
 
 @pytest.mark.slow
 def test_finetune_from_converted_run_folder(records10, source_npz, plus_state_dict, tmp_path):
-    """``-init yolact_plus_resnet50.weights.h5`` written by utils/convert_weights.py (81 classes, COCO label map,
-    550 px) into an 11-class run at 550 px: the same partial load through a Keras model of the -init's config.
-    A folder of another img_size is still an InitError."""
-    from utils.convert_weights import convert_file
+    """``-init yolact_plus_resnet50.weights.h5`` written by yolact/torch_weights.py ``convert_file`` (81 classes,
+    COCO label map, 550 px) into an 11-class run at 550 px: the same partial load through a Keras model of the
+    -init's config. A folder of another img_size is still an InitError."""
+    from yolact.torch_weights import convert_file
     from yolact.training import InitError
 
     weights = tmp_path / "conv" / "yolact_plus_resnet50.weights.h5"

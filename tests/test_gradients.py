@@ -22,9 +22,9 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from utils.convert_weights import _keras_targets, convert_state_dict, load_state_dict_file
 from yolact.losses import yolact_loss
 from yolact.model import build_model
+from yolact.torch_weights import _keras_targets, convert_state_dict, load_state_dict_file
 
 REF = pathlib.Path(__file__).parent / "data" / "reference_r50_grads.npz"
 TERMS = ("B", "C", "M", "S", "total")

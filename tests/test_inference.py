@@ -21,9 +21,9 @@ def weights(tmp_path_factory, fixture_weights_path):
     """A run folder: r50.weights.h5 (the fixture's converted weights), config.json (yolact_resnet50 at 128) and
     label_map.json (COCO)."""
     from config import get_config
-    from utils.convert_weights import convert_file
     from yolact.checkpoint import write_run_files
     from yolact.ops.label_map import coco_label_map
+    from yolact.torch_weights import convert_file
 
     out = tmp_path_factory.mktemp("w") / "r50.weights.h5"
     convert_file(str(fixture_weights_path), "yolact_resnet50", str(out))

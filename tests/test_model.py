@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from utils.convert_weights import convert_state_dict, load_state_dict_file
 from yolact.model import Yolact, build_model, should_freeze_bn
+from yolact.torch_weights import convert_state_dict, load_state_dict_file
 
 PARITY_KEYS = ("C5", "P3", "P4", "P5", "P6", "P7", "proto", "loc", "conf", "mask", "segm")
 LITE0_NPZ = "weights/efficientnet-lite0-57934424.npz"

@@ -21,7 +21,7 @@ def _env():
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory, plus_state_dict):
     """The converted fixture weights exported by the CLI: SavedModel and float32 TFLite."""
-    from utils.convert_weights import convert_file
+    from yolact.torch_weights import convert_file
 
     work = tmp_path_factory.mktemp("plus_export")
     src = work / "plus_fixture.npz"

@@ -46,13 +46,13 @@ import tensorflow as tf
 
 from config import get_config
 from tests.test_losses import _fixture_targets
-from utils.convert_weights import convert_state_dict
 from yolact.backbones.resnet import ResNetBackbone
 from tests.conftest import detect, postprocess
 from yolact.losses import normalize_losses, selected_mask_losses, yolact_loss
 from yolact.maskiou import mask_iou_input, rescore_detections
 from yolact.model import build_model
-from yolact.ops.anchors import level_offsets, make_anchors
+from yolact.ops.anchors import make_anchors
+from yolact.torch_weights import convert_state_dict
 
 CFG = get_config("yolact_plus_resnet50")
 PARITY_KEYS = ("C5", "P3", "P4", "P5", "P6", "P7", "proto", "loc", "conf", "mask", "segm")
@@ -123,7 +123,8 @@ def test_anchors_equal_fixture_priors(plus_outputs):
     anchors = make_anchors(CFG)
     assert anchors.shape == (57744, 4) and anchors.dtype == np.float32
     np.testing.assert_array_equal(anchors, plus_outputs["priors"])  # bit-exact (float64 then float32 as the original)
-    assert level_offsets(CFG) == [0, 42849, 53874, 56790, 57519]
+    per_level = [CFG.anchors.num_anchors_per_location * s * s for s in CFG.feature_map_sizes()]
+    assert list(np.cumsum([0] + per_level[:-1])) == [0, 42849, 53874, 56790, 57519]  # first anchor of each level
 
 
 # ------------------------------------------------------------------------------------------------ weights, forward

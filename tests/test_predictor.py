@@ -6,10 +6,10 @@ import pytest
 
 from config import get_config
 from yolact.ops.label_map import LabelMap  # noqa: F401  (the predictor's label map type)
-from utils.convert_weights import convert_state_dict, load_state_dict_file
 from yolact.model import build_model
 from yolact.ops.label_map import coco_label_map
 from yolact.predictor import Predictor
+from yolact.torch_weights import convert_state_dict, load_state_dict_file
 
 
 @pytest.fixture(scope="module")

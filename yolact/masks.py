@@ -93,21 +93,4 @@ def assemble_masks(proto: tf.Tensor, coefs: tf.Tensor, boxes: tf.Tensor, height=
     return tf.transpose(masks, [0, 3, 1, 2])
 
 
-def boxes_to_pixels(boxes: tf.Tensor, height, width) -> tf.Tensor:
-    """Relative boxes to integer pixel boxes of the original image.
-
-    original: postprocess: sanitize_coordinates(cast=False, padding 0) then ``.long()`` (truncation).
-
-    Args:
-      boxes: float32 [..., 4] relative ``[x1, y1, x2, y2]``.
-      height, width: image size in pixels.
-
-    Returns:
-      int32 [..., 4] pixel ``[x1, y1, x2, y2]`` with ``0 <= x1 <= x2 <= width`` (same for y).
-    """
-    x1, x2 = sanitize_coordinates(boxes[..., 0], boxes[..., 2], width)
-    y1, y2 = sanitize_coordinates(boxes[..., 1], boxes[..., 3], height)
-    return tf.cast(tf.stack([x1, y1, x2, y2], axis=-1), tf.int32)  # values >= 0: cast truncates like .long()
-
-
-__all__ = ["sanitize_coordinates", "crop", "assemble_masks", "boxes_to_pixels"]
+__all__ = ["sanitize_coordinates", "crop", "assemble_masks"]

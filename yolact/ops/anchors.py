@@ -55,13 +55,3 @@ def anchors_for_sizes(sizes, scales, aspect_ratios, img_size, use_square_anchors
                             h = w
                         out.append((x, y, w, h))
     return np.asarray(out, dtype=np.float64).astype(np.float32)
-
-
-def level_offsets(cfg) -> list:
-    """Index of the first anchor of each level in the anchor axis (P3 0, P4 14,283, ... at 550)."""
-    a = cfg.anchors.num_anchors_per_location
-    offsets, total = [], 0
-    for s in cfg.feature_map_sizes():
-        offsets.append(total)
-        total += a * s * s
-    return offsets

@@ -200,7 +200,7 @@ def match(
     5. ``loc_t = encode(gt_boxes[best], anchors)``.
 
     Padded inputs: rows ``>= num_gt`` of ``gt_boxes`` and ``>= num_crowds`` of ``crowd_boxes`` are ignored, so fixed
-    shapes work inside ``tf.data`` / ``tf.function``. For a batch use :func:`match_batch`.
+    shapes work inside ``tf.data`` / ``tf.function``.
 
     Zero valid GT (``num_gt == 0``): the original crashes (``overlaps.max(0)`` on an empty tensor). Here every anchor
     is background (``cls_t`` 0, then neutral where a crowd covers it), ``idx_t`` 0 and ``loc_t`` 0.
@@ -256,32 +256,3 @@ def match(
     loc_t = encode(matches, anchors, variances)
     loc_t = tf.where(has_gt, loc_t, 0.0)
     return cls_t, loc_t, best_idx
-
-
-def match_batch(gt_boxes, gt_classes, anchors, num_gt, crowd_boxes=None, num_crowds=None, **kwargs):
-    """:func:`match` over a batch with ``tf.map_fn``.
-
-    Args:
-      gt_boxes: float32 [B, G, 4]; gt_classes: int [B, G]; anchors: float32 [N, 4]; num_gt: int [B];
-      crowd_boxes: float32 [B, Gc, 4] or None; num_crowds: int [B] or None; kwargs: thresholds of :func:`match`.
-    Returns:
-      ``(cls_t int32 [B, N], loc_t float32 [B, N, 4], idx_t int32 [B, N])``.
-    """
-    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
-    num_gt = tf.cast(num_gt, tf.int32)
-    if crowd_boxes is None:
-        crowd_boxes = tf.zeros([tf.shape(gt_boxes)[0], 0, 4], tf.float32)
-        num_crowds = tf.zeros([tf.shape(gt_boxes)[0]], tf.int32)
-    elif num_crowds is None:
-        num_crowds = tf.fill([tf.shape(gt_boxes)[0]], tf.shape(crowd_boxes)[1])
-
-    def one(args):
-        b, c, ng, cb, nc = args
-        return match(b, c, anchors, ng, cb, nc, **kwargs)
-
-    return tf.map_fn(
-        one,
-        (gt_boxes, tf.cast(gt_classes, tf.int32), num_gt, tf.convert_to_tensor(crowd_boxes, tf.float32),
-         tf.cast(num_crowds, tf.int32)),
-        fn_output_signature=(tf.int32, tf.float32, tf.int32),
-    )

@@ -1,12 +1,17 @@
 """YOLACT training as a library (TF Model Garden style: a task driven by a small loop).
 
-How a caller trains::
+How a caller (a tool) trains: it hands in what reads the dataset's files, the training records (data/parser.py)
+and the validation's evaluation (train.py ``coco_evaluate``, over utils/coco_eval.py); this package imports
+neither::
 
     from data.parser import TrainRecords
+    from train import coco_evaluate
     from yolact.training import TrainOptions, train
 
     summary = train(TrainOptions(name="coco", tfrecord_dir="data/tfrecords", weights="weights",
-                                 config="yolact_resnet50", batch_size=8), TrainRecords("data/tfrecords/coco"))
+                                 config="yolact_resnet50", batch_size=8, val_interval=5000,
+                                 val_annotations="data/instances_val2017.json"),
+                    TrainRecords("data/tfrecords/coco"), evaluate_fn=coco_evaluate)
 
 * :mod:`yolact.training.options`: ``TrainOptions``, ``validate_options`` (every option checked before anything is
   read or built), ``resolve_config`` (the config a run trains with, written to the run folder's config.json).

@@ -2,7 +2,9 @@
 
 A task knows how to build the model, its optimizer and its inputs, how to compute the loss and how to run one
 training or validation step; :class:`yolact.training.trainer.Trainer` drives it (strategy, checkpoints, resume,
-callbacks). Subclass it to change one piece, e.g. ``compute_loss``.
+callbacks). Subclass it to change one piece, e.g. ``compute_loss``. What reads files of a dataset is injected by
+the caller (train.py): the training input (``input_fn``, data/parser.py) and the evaluation (``evaluate_fn``,
+utils/coco_eval.py), so that yolact/ imports neither data/ nor a tool.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Callable, Dict, Optional
 import keras
 import tensorflow as tf
 
+from yolact import torch_weights
 from yolact.losses import LOSS_KEYS, loss_sums, normalize_losses
 from yolact.training.options import OptionError, TrainOptions
 
@@ -45,14 +48,20 @@ class YolactTask:
       input_fn: ``input_fn(cfg, global_batch_size, seed, shuffle, input_context) -> tf.data.Dataset`` of
         ``(images, targets)`` (data/parser.py ``train_dataset``); injected so that yolact/ does not import data/.
       log: one-line logger.
+      evaluate_fn: ``evaluate_fn(predictor, *, tfrecord_pattern, annotations_file, max_images) -> dict`` (see
+        :meth:`validation_step`): box and mask AP of a :class:`yolact.predictor.Predictor` on evaluation records
+        (train.py passes one over utils/coco_eval.py ``evaluate_dataset``); injected so that yolact/ imports
+        neither utils/coco_eval.py nor data/. None: no validation (:meth:`validation_step` raises).
     """
 
-    def __init__(self, cfg, label_map, options: TrainOptions, input_fn: Callable, log: Callable = print):
+    def __init__(self, cfg, label_map, options: TrainOptions, input_fn: Callable, log: Callable = print,
+                 evaluate_fn: Optional[Callable] = None):
         self.cfg = cfg
         self.label_map = label_map
         self.options = options
         self.input_fn = input_fn
         self.log = log
+        self.evaluate_fn = evaluate_fn
         self.schedule = schedule_for(cfg.train)
 
     # -- building ------------------------------------------------------------------------------------------------
@@ -72,7 +81,7 @@ class YolactTask:
 
         Fine-tuning to another class count (a dataset whose label_map.json differs from the ``-init`` model's,
         e.g. a converted 81-class COCO model on an 11-class dataset): every tensor whose shape does not depend on
-        the class count is loaded; the class-dependent layers (utils/convert_weights.py
+        the class count is loaded; the class-dependent layers (yolact/torch_weights.py
         ``class_dependent_prefixes``: the head's conf_layer, semantic_seg_conv, the mask-IoU net's last conv) keep
         ``model``'s fresh initialisation, and each is logged as ``skipped PREFIX (81 classes in -init, 11 here):
         re-initialised``. Keras weights go through a model built with the ``-init`` folder's config and then
@@ -93,9 +102,7 @@ class YolactTask:
             if os.path.isdir(path) or path.endswith(".weights.h5"):
                 self._init_from_run(model, path)
             else:
-                from utils import convert_weights as cw
-
-                self._init_from_state_dict(model, path, cw.load_state_dict_file(path))
+                self._init_from_state_dict(model, path, torch_weights.load_state_dict_file(path))
         except InitError:
             raise
         except (ValueError, OSError, KeyError, tf.errors.OpError) as e:
@@ -129,16 +136,12 @@ class YolactTask:
         else:
             tf.train.Checkpoint(model_variables=checkpoint_variables(target)).restore(prefix).expect_partial()
         if other_classes:
-            from utils import convert_weights as cw
-
-            self._init_from_state_dict(model, weights or prefix, cw.state_dict_of(target))
+            self._init_from_state_dict(model, weights or prefix, torch_weights.state_dict_of(target))
         else:
             self.log(f"Initialized from {weights or prefix}")
 
     def _init_from_state_dict(self, model, path, sd):
-        from utils import convert_weights as cw
-
-        info = cw.load_all_but_class_dependent(sd, model, self.cfg)  # backbone-only for ImageNet files
+        info = torch_weights.load_all_but_class_dependent(sd, model, self.cfg)  # backbone-only for ImageNet files
         for prefix in info["reinitialized"]:
             self.log(f"skipped {prefix} ({info['source_classes']} classes in -init, {self.cfg.num_classes} here): "
                      "re-initialised")
@@ -210,15 +213,26 @@ class YolactTask:
         return logs, finite
 
     def validation_step(self, model, val_pattern: str) -> Dict[str, float]:
-        """Box and mask AP of ``model`` on the records ``val_pattern`` against ``options.val_annotations``
-        (utils/coco_eval.py ``evaluate_dataset``, at most ``options.val_images`` images)."""
-        from utils.coco_eval import evaluate_dataset
+        """Box and mask AP of ``model`` on the records ``val_pattern`` against ``options.val_annotations``, at most
+        ``options.val_images`` images: ``evaluate_fn(Predictor(cfg, model, label_map), tfrecord_pattern=val_pattern,
+        annotations_file=options.val_annotations, max_images=options.val_images or None)``.
+
+        Returns:
+          the evaluation's metrics, name -> number (utils/coco_eval.py: ``box/AP``, ``mask/AP50``, ... as fractions,
+          ``images_evaluated``); the Validation callback logs the floats whose name ends in ``AP`` and
+          writes every number to TensorBoard as ``val/NAME``.
+
+        Raises:
+          ValueError: the task was built without ``evaluate_fn``; whatever ``evaluate_fn`` raises.
+        """
         from yolact.predictor import Predictor
 
+        if self.evaluate_fn is None:
+            raise ValueError("validation needs an evaluate_fn (YolactTask(..., evaluate_fn=...); train.py passes one "
+                             "over utils/coco_eval.py)")
         o = self.options
-        return evaluate_dataset(Predictor(self.cfg, model, self.label_map), o.val_annotations,
-                                tfrecord_pattern=val_pattern, max_images=o.val_images or None, verbose=False,
-                                progress=False)
+        return self.evaluate_fn(Predictor(self.cfg, model, self.label_map), tfrecord_pattern=val_pattern,
+                                annotations_file=o.val_annotations, max_images=o.val_images or None)
 
 
 __all__ = ["YolactTask", "InitError", "schedule_for", "ARCHITECTURE_FIELDS"]

@@ -83,12 +83,22 @@ class Trainer:
       task_cls: the task class (tests subclass it, e.g. to inject non-finite losses).
       callbacks: extra ``keras.callbacks.Callback`` objects (their ``model`` is the Yolact model).
       log: one-line logger.
+      evaluate_fn: the validation's evaluation, handed to the task (see :class:`YolactTask`; train.py passes one
+        over utils/coco_eval.py ``evaluate_dataset``). Required when ``options.val_interval`` is set.
+
+    Raises:
+      OptionError: an invalid option (``validate_options``).
+      ValueError: ``options.val_interval`` without ``evaluate_fn`` (a caller's mistake, not a user's).
     """
 
     def __init__(self, options: TrainOptions, data, *, task_cls=None, callbacks: Sequence = (),
-                 log: Callable = print):
+                 log: Callable = print, evaluate_fn: Optional[Callable] = None):
         self.options = validate_options(options)
+        if self.options.val_interval and evaluate_fn is None:
+            raise ValueError("val_interval needs evaluate_fn: Trainer(..., evaluate_fn=...) (train.py passes one "
+                             "over utils/coco_eval.py evaluate_dataset)")
         self.data = data
+        self.evaluate_fn = evaluate_fn
         self.task_cls = task_cls
         self.extra_callbacks = list(callbacks)
         self.log = log
@@ -141,7 +151,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir if self.chief else os.path.join(
             self.run_dir, f"worker_{self.strategy.cluster_resolver.task_id}")
         self.logdir = o.logdir or os.path.join(self.run_dir, "logs")
-        self.task = (self.task_cls or YolactTask)(self.cfg, self.label_map, o, self.data.input_fn, log=self.log)
+        self.task = (self.task_cls or YolactTask)(self.cfg, self.label_map, o, self.data.input_fn, log=self.log,
+                                                  evaluate_fn=self.evaluate_fn)
         with self.strategy.scope():
             self.model = self.task.build_model(self.batch_size // self.replicas)
             self.task.initialize(self.model)
