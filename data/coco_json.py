@@ -4,9 +4,11 @@ COCO-style json and custom COCO-style datasets).
 :func:`plan_split` reads one split's json (``images``, ``categories``, optional ``annotations``), checks it and
 decides, before anything is written, which images and annotations go into the TFRecords:
 
-* fatal (:class:`~data.split_plan.CreatorError`): a missing image folder, an unreadable json or one without an
-  ``images`` list and a non-empty ``categories`` list, an image entry without integer ``id``, ``file_name`` and
-  positive ``height`` / ``width``, a duplicate image id, malformed categories;
+* fatal (:class:`~data.split_plan.CreatorError`): a missing or unreadable image folder (:func:`check_inputs`), an
+  unreadable json (also one nested too deeply) or one without an ``images`` list and a non-empty ``categories``
+  list, an image entry without integer ``id``, ``file_name`` and positive ``height`` / ``width``, a duplicate image
+  id, malformed categories or a category id outside 0..``MAX_CATEGORY_ID`` (yolact/ops/label_map.py), a json
+  none of whose image files is in the image folder;
 * skipped with a reason: an image file that does not exist; an annotation that is not an object, or has an unknown
   image or category id, a missing or malformed box, a zero-area box, a box entirely outside the image, or a
   segmentation pycocotools cannot turn into a mask of the image's size (:func:`segmentation_problem`);
@@ -39,16 +41,31 @@ class SplitSpec:
     annotations_file: str
 
 
+def check_inputs(spec: SplitSpec) -> None:
+    """The checks of a split's inputs that read no json (:func:`plan_split` makes them first; the creator makes them
+    for every split before reading any json).
+
+    Raises:
+      CreatorError: the image folder is missing or cannot be listed, the annotation file is missing or unreadable.
+    """
+    if not os.path.isdir(spec.image_dir):
+        raise CreatorError(f"{spec.name} image directory not found: {spec.image_dir}")
+    if not os.access(spec.image_dir, os.R_OK | os.X_OK):
+        raise CreatorError(f"{spec.name} image directory not readable: {spec.image_dir}")
+    if not os.path.isfile(spec.annotations_file):
+        raise CreatorError(f"annotation file not found: {spec.annotations_file}")
+    if not os.access(spec.annotations_file, os.R_OK):
+        raise CreatorError(f"annotation file not readable: {spec.annotations_file}")
+
+
 def _load_json(path: str) -> Dict:
     """The json at ``path``: a dict with an ``images`` list, a non-empty ``categories`` list and, when present, an
     ``annotations`` list; CreatorError otherwise (missing, unreadable or not COCO-style)."""
-    if not os.path.isfile(path):
-        raise CreatorError(f"annotation file not found: {path}")
     try:
         with open(path, "rb") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CreatorError(f"cannot read annotation file {path}: {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: UnicodeDecodeError, JSONDecodeError, int digits
+        raise CreatorError(f"cannot read annotation file {path}: {label_map_lib.json_error(e)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CreatorError(f"{path}: not a COCO-style json (needs an 'images' list)")
     if not isinstance(data.get("categories"), list) or not data["categories"]:
@@ -161,10 +178,9 @@ def plan_split(spec: SplitSpec) -> SplitPlan:
 
     Raises:
       CreatorError: missing image directory, unreadable or invalid json, malformed or duplicate image entries,
-        malformed categories.
+        malformed categories, no image file of the json in the image directory.
     """
-    if not os.path.isdir(spec.image_dir):
-        raise CreatorError(f"{spec.name} image directory not found: {spec.image_dir}")
+    check_inputs(spec)
     data = _load_json(spec.annotations_file)
     src = spec.annotations_file
     try:
@@ -172,6 +188,9 @@ def plan_split(spec: SplitSpec) -> SplitPlan:
     except label_map_lib.LabelMapError as e:
         raise CreatorError(f"{src}: {e}") from None
     images, tasks, skipped_images = _image_tasks(data["images"], spec.image_dir, src)
+    if images and not tasks:
+        raise CreatorError(f"{src}: none of its {len(images)} image files is in {spec.image_dir} (wrong image "
+                           "directory?)")
     warnings = []
     if "annotations" not in data and images:
         warnings.append(f"{src} has no 'annotations' key: the {len(images)} records hold no objects (evaluation or "

@@ -29,9 +29,12 @@ What is written, and what happens to bad input:
 * boxes past the image border are clipped (counted in the summary);
 * a json with images but no ``annotations`` key (e.g. test-dev image lists): a warning in the summary and the report
   (every record holds no objects: usable for evaluation/inference, training refuses such records), exit 0;
-* unreadable / invalid json, missing image directory, inconsistent category lists between splits, an output path
-  that is a file, or an output folder holding shards (``train-*-of-*.tfrecord``) but no ``label_map.json``: one-line
-  error on stderr, exit 2, nothing written;
+* unreadable / invalid json (also one nested too deeply), missing or unreadable image directory, a json none of
+  whose images is in the image directory, a category id outside 0..1048575 (``MAX_CATEGORY_ID``,
+  yolact/ops/label_map.py), inconsistent category lists between splits, an output path that is a file or below a
+  file or an unwritable folder, or an output folder holding shards (``train-*-of-*.tfrecord``) but no
+  ``label_map.json``: one-line error on stderr, exit 2, nothing written (the folders and files, and the output path,
+  are checked before any json is read);
 * ``-strict`` turns every skip into an error: one line, exit 2, nothing written (the previous output stays);
 * the creator owns only the files it names: ``{train,val}-NNNNN-of-NNNNN.tfrecord``, ``label_map.json`` and
   ``creation_report.json``. Other files in OUTPUT_DIR are never touched. Everything is first written to a hidden
@@ -41,7 +44,8 @@ What is written, and what happens to bad input:
   held during those renames; ``creation_report.json`` is removed first and written last, so an output without it
   is incomplete (only a SIGKILL or power loss within the renames can leave that). A failed or interrupted run
   leaves the previous complete output, or nothing; SIGINT / SIGTERM exit 130 / 143 and remove the temp directory;
-  a write error (e.g. disk full) exits 1.
+  a write error (e.g. disk full, while writing the shards, the label map, the report or moving them in) is one
+  line, exit 1, with the temp directory removed and the previous output unchanged.
 
 Exit statuses (utils/cli.py): 0 written, 1 write fault, 2 user error (flags, input, ``-strict``), 130 / 143
 interrupted.
@@ -60,7 +64,7 @@ import os
 import signal
 from typing import Dict, Sequence
 
-from utils import cli
+from utils import atomic, cli
 
 cli.quiet_startup(__name__)  # before anything imports TensorFlow (acts only when run as a program)
 
@@ -88,16 +92,20 @@ def create_tfrecords(splits: Sequence[coco_json.SplitSpec], output_dir: str, num
       shards, skipped items, warnings}}}``, also written to ``OUTPUT_DIR/creation_report.json``.
 
     Raises:
-      CreatorError: invalid input (before anything is written) or, with ``strict``, a skip found while encoding
+      CreatorError: invalid input (every split's folders and files, and the output path, are checked before any
+        json is read; everything else before anything is written) or, with ``strict``, a skip found while encoding
         (the partial output is removed).
       utils.cli.Interrupted: :func:`data.shards.request_stop` was called (the CLI's SIGINT / SIGTERM handler); the
         partial output is removed, as on KeyboardInterrupt.
-      OSError: writing failed (the partial output is removed, the previous output stays).
+      OSError: writing failed, e.g. ``utils.atomic.DiskFullError`` (the partial output is removed, the previous
+        output stays).
     """
     if not splits:
         raise CreatorError("no split given: pass -train_image_dir/-train_annotations_file and/or the val pair")
     check_split_names([s.name for s in splits])
-    shards.check_output_dir(os.path.abspath(output_dir))  # a refused folder fails before the jsons are read
+    for spec in splits:  # every input before any json is read
+        coco_json.check_inputs(spec)
+    shards.check_output_dir(os.path.abspath(output_dir))
     plans = [coco_json.plan_split(s) for s in splits]
     return shards.write_tfrecords(plans, output_dir, num_shards, num_workers, strict, progress)
 
@@ -153,7 +161,9 @@ def main(argv: Sequence[str]) -> None:
     try:
         report = create_tfrecords(specs, FLAGS.output_dir, FLAGS.num_shards, FLAGS.num_workers, FLAGS.strict)
     except OSError as e:
-        raise cli.FaultError(f"cannot write {FLAGS.output_dir}: {e}; the previous output, if any, is unchanged")
+        reason = "no space left on the device" if atomic.is_disk_full(e) else " ".join(str(e).split())
+        raise cli.FaultError(f"cannot write {FLAGS.output_dir}: {reason}; nothing written, the previous output, if "
+                             "any, is unchanged") from None
     print(shards.format_summary(report))
 
 

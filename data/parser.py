@@ -23,7 +23,7 @@ the k-th element uses the stateless seed ``(seed, k)``. ``seed=None`` draws a fr
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -154,11 +154,11 @@ class RecordCount(NamedTuple):
     """What :func:`count_training_records` found.
 
     Attributes:
-      records: records read (a corrupt shard counts the whole batches of 1024 read before its first error).
+      records: records read (a truncated or corrupt shard counts its records before the first error).
       trainable: those with at least one non-crowd object (the records ``train_dataset`` does not filter out
         before decoding).
       unreadable: shards that raised ``DataLossError`` / ``InvalidArgumentError`` (truncated, corrupt, not
-        ``tf.train.Example``); their records after the error are not counted.
+        ``tf.train.Example``); their records from the error on are not counted.
     """
 
     records: int
@@ -166,29 +166,64 @@ class RecordCount(NamedTuple):
     unreadable: Tuple[str, ...]
 
 
+def _scan_records(file_pattern) -> Tuple[RecordCount, Set[int]]:
+    """:func:`count_training_records`, and the category ids the counted records use."""
+    spec = {schema.IS_CROWD: tf.io.VarLenFeature(tf.int64), schema.CLASS_LABEL: tf.io.VarLenFeature(tf.int64)}
+
+    def count(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        crowd = tf.sparse.to_dense(parsed[schema.IS_CROWD], default_value=1)
+        has_object = tf.reduce_any(tf.equal(crowd, 0), axis=1)
+        return tf.size(serialized), tf.reduce_sum(tf.cast(has_object, tf.int32)), tf.unique(
+            parsed[schema.CLASS_LABEL].values)[0]
+
+    totals = {"records": 0, "trainable": 0}
+    ids: Set[int] = set()
+
+    def add(batches):
+        for n, k, labels in batches.map(count).prefetch(1):
+            totals["records"] += int(n)
+            totals["trainable"] += int(k)
+            ids.update(labels.numpy().tolist())
+
+    unreadable = []
+    for path in _files(file_pattern):
+        records, before = tf.data.TFRecordDataset(path), totals["records"]
+        try:
+            add(records.batch(1024))
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+            unreadable.append(path)
+            try:  # the batch that failed, one record at a time, up to the first that cannot be read
+                add(records.skip(totals["records"] - before).batch(1))
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+                pass
+    return RecordCount(totals["records"], totals["trainable"], tuple(unreadable)), ids
+
+
 def count_training_records(file_pattern) -> RecordCount:
     """Count the records of ``file_pattern`` that can yield a training image: a pass over every record that parses
-    only ``image/object/is_crowd`` (no image decoding).
+    only ``image/object/is_crowd`` and ``image/object/class/label`` (no image decoding). A truncated or corrupt
+    shard counts its records before the first error and is listed in ``unreadable``.
 
     Raises:
       ValueError: no file matches.
     """
-    spec = {schema.IS_CROWD: tf.io.VarLenFeature(tf.int64)}
+    return _scan_records(file_pattern)[0]
 
-    def count(serialized):
-        crowd = tf.sparse.to_dense(tf.io.parse_example(serialized, spec)[schema.IS_CROWD], default_value=1)
-        has_object = tf.reduce_any(tf.equal(crowd, 0), axis=1)
-        return tf.size(serialized), tf.reduce_sum(tf.cast(has_object, tf.int32))
 
-    records = trainable = 0
-    unreadable = []
-    for path in _files(file_pattern):
-        try:
-            for n, k in tf.data.TFRecordDataset(path).batch(1024).map(count).prefetch(1):
-                records, trainable = records + int(n), trainable + int(k)
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
-            unreadable.append(path)
-    return RecordCount(records, trainable, tuple(unreadable))
+def check_category_ids(ids, label_map: label_map_lib.LabelMap, label_map_path: str, records: str) -> None:
+    """Check that ``label_map`` (read from ``label_map_path``) has every category id in ``ids`` (those of the
+    records ``records``).
+
+    Raises:
+      LabelMapError (a ValueError): one line naming the missing ids (the first 10) and the label map file.
+    """
+    missing = sorted(i for i in ids if not label_map.has_id(i))
+    if missing:
+        more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
+        raise label_map_lib.LabelMapError(
+            f"{label_map_path} lacks category id(s) {', '.join(map(str, missing[:10]))}{more} used by {records}: "
+            "write the records and the label map together (python -m data.coco_tfrecord_creator)")
 
 
 class TrainRecords:
@@ -196,7 +231,8 @@ class TrainRecords:
     ``DATA_DIR/train-*.tfrecord`` with ``DATA_DIR/label_map.json``; validation records ``DATA_DIR/val-*.tfrecord``.
 
     Raises (from ``label_map`` / ``count``):
-      ValueError: no training records, or an unreadable label map (one-line messages naming the folder).
+      ValueError: no training records, an unreadable label map, or one without a category id the records use
+        (one-line messages naming the folder or the file).
     """
 
     def __init__(self, data_dir: str, max_consecutive_dropped: int = MAX_CONSECUTIVE_DROPPED):
@@ -221,8 +257,11 @@ class TrainRecords:
         return self._label_map
 
     def count(self) -> RecordCount:
-        """:func:`count_training_records` of the training shards."""
-        return count_training_records(self.pattern)
+        """:func:`count_training_records` of the training shards, checking on the way that the label map has every
+        category id they use (:func:`check_category_ids`: a ``LabelMapError``, a ValueError, naming the ids)."""
+        count, ids = _scan_records(self.pattern)
+        check_category_ids(ids, self.label_map, os.path.join(self.data_dir, schema.LABEL_MAP_FILENAME), self.pattern)
+        return count
 
     def input_fn(self, cfg, batch_size, seed, shuffle, input_context=None) -> tf.data.Dataset:
         """:func:`train_dataset` of the training shards with this folder's label map."""

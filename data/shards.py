@@ -10,9 +10,11 @@ it).
 The output folder: this module owns only the files :func:`is_own_file` names and never touches others. Everything is
 first written to a hidden temporary folder next to OUTPUT_DIR (``.NAME.tmp-*``); only when complete are the new
 files renamed into OUTPUT_DIR (the folder itself when it did not exist), replacing the earlier run's files of those
-names and removing its shards that the new run does not have. SIGINT / SIGTERM are held during those renames;
-``creation_report.json`` is removed first and written last, so an output without it is incomplete. A failed or
-interrupted write removes the temporary folder and leaves the previous output as it was.
+names and removing its shards that the new run does not have (they are moved aside, ``creation_report.json``
+first, and deleted once the new files are in; a failed rename, e.g. disk full, undoes the renames made). SIGINT /
+SIGTERM are held during those renames; ``creation_report.json`` is moved in last, so an output without it is
+incomplete. A failed or interrupted write (disk full anywhere: :class:`utils.atomic.DiskFullError`) removes the
+temporary folders and leaves the previous output as it was.
 
 Stopping: :func:`request_stop` (a CLI's signal handler) makes a running write raise :func:`interrupted` before its
 next image. TensorFlow is imported when a write starts, not with this module, so that the encoding workers, which
@@ -22,6 +24,7 @@ import the calling tool's main module, stay TensorFlow-free.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import math
 import os
@@ -36,7 +39,7 @@ from tqdm import tqdm
 
 from data import encoding
 from data.split_plan import SPLITS, CreatorError, SplitPlan, check_split_names
-from utils import cli
+from utils import atomic, cli
 from yolact.ops import label_map as label_map_lib
 
 IMAGES_PER_SHARD = 1000  # automatic shard count: ceil(images / IMAGES_PER_SHARD)
@@ -140,12 +143,19 @@ def _write_split(plan: SplitPlan, directory: str, num_shards: int, num_workers: 
             stats["empty"] += not objs
             if res["converted_from"]:
                 converted[res["converted_from"]] += 1
-    finally:
-        bar.close()
         if writer is not None:
             writer.close()
-    for path in paths[current + 1:]:  # shards that got no record (skipped images) still exist, empty
-        tf.io.TFRecordWriter(path).close()
+        for path in paths[current + 1:]:  # shards that got no record (skipped images) still exist, empty
+            tf.io.TFRecordWriter(path).close()
+    except tf.errors.OpError as e:  # TensorFlow's writer reports write errors (e.g. ENOSPC) as text only
+        raise OSError(errno.EIO, f"cannot write {paths[max(current, 0)]}: {e.message}") from e
+    finally:
+        bar.close()
+        if writer is not None:  # closing twice is harmless; when already failing, the folder is removed anyway
+            try:
+                writer.close()
+            except tf.errors.OpError:
+                pass
     return {
         "images_in_json": plan.num_images,
         "images_written": stats["images"],
@@ -172,9 +182,14 @@ def check_output_dir(output_dir: str) -> None:
     shards of this module's names, or holds them together with a ``label_map.json`` (an earlier output).
 
     Raises:
-      CreatorError: the path is a file, or the folder holds shards but no ``label_map.json`` (someone else's
-        records, which are not replaced).
+      CreatorError: the path is a file, the folder holds shards but no ``label_map.json`` (someone else's records,
+        which are not replaced), or the nearest existing folder above it is not a folder or not writable.
     """
+    ancestor = os.path.dirname(output_dir)
+    while not os.path.exists(ancestor) and os.path.dirname(ancestor) != ancestor:
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CreatorError(f"cannot create {output_dir}: {ancestor} is not a writable directory")
     if os.path.exists(output_dir):
         if not os.path.isdir(output_dir):
             raise CreatorError(f"output path exists and is not a directory: {output_dir}")
@@ -189,7 +204,10 @@ def check_output_dir(output_dir: str) -> None:
 
 def _commit(tmp: str, output_dir: str) -> None:
     """Move the complete output from ``tmp`` into ``output_dir`` (the module docstring); SIGINT / SIGTERM are held
-    meanwhile. Files of ``output_dir`` that :func:`is_own_file` does not claim are never touched."""
+    meanwhile. Files of ``output_dir`` that :func:`is_own_file` does not claim are never touched. The earlier
+    run's own files are first moved aside (report first) into a hidden folder beside ``output_dir``, deleted once
+    the new files are in; when a rename fails (e.g. disk full) every rename made is undone, in reverse order, so
+    that ``output_dir`` is as before, and the error is raised (the new files are back in ``tmp``)."""
     umask = os.umask(0)
     os.umask(umask)
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -198,15 +216,23 @@ def _commit(tmp: str, output_dir: str) -> None:
             os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
             os.rename(tmp, output_dir)
             return
-        new = os.listdir(tmp)
-        report = os.path.join(output_dir, REPORT_FILENAME)
-        if os.path.exists(report):
-            os.remove(report)  # the "complete" marker goes first and comes back last
-        for name in os.listdir(output_dir):
-            if is_own_file(name) and name not in new:  # e.g. another shard count, or a split not written now
-                os.remove(os.path.join(output_dir, name))
-        for name in sorted(new, key=lambda n: n == REPORT_FILENAME):
-            os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+        parent, base = os.path.split(output_dir)
+        aside = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+        done = []  # (source, destination) of the renames made
+        try:
+            old = sorted((n for n in os.listdir(output_dir) if is_own_file(n)), key=lambda n: n != REPORT_FILENAME)
+            moves = [(os.path.join(output_dir, n), os.path.join(aside, n)) for n in old]
+            new = sorted(os.listdir(tmp), key=lambda n: n == REPORT_FILENAME)  # the "complete" marker last
+            moves += [(os.path.join(tmp, n), os.path.join(output_dir, n)) for n in new]
+            for src, dst in moves:
+                os.rename(src, dst)
+                done.append((src, dst))
+        except BaseException:
+            for src, dst in reversed(done):
+                os.rename(dst, src)
+            os.rmdir(aside)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
         os.rmdir(tmp)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -251,7 +277,9 @@ def write_tfrecords(plans: Sequence[SplitPlan], output_dir: str, num_shards: int
         encoding: the partial output is removed).
       utils.cli.Interrupted: :func:`request_stop` was called (exit status 128 + signal number; the partial output
         is removed). A KeyboardInterrupt also removes it.
-      OSError: writing failed (the partial output is removed, the previous output stays).
+      utils.atomic.DiskFullError: the disk filled up (while writing the shards, the label map, the report or
+        committing them; the partial output is removed, the previous output stays).
+      OSError: writing failed otherwise (the same; TensorFlow's write errors are turned into OSError).
     """
     if not plans:
         raise CreatorError("no split to write")
@@ -267,19 +295,22 @@ def write_tfrecords(plans: Sequence[SplitPlan], output_dir: str, num_shards: int
     num_workers = num_workers if num_workers > 0 else (os.cpu_count() or 1)
 
     parent, base = os.path.split(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    tmp = None
     try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
         label_map_lib.write_label_map(os.path.join(tmp, label_map_lib.LABEL_MAP_FILENAME), label_map)
         report = {"output_dir": output_dir, "num_classes": label_map.num_classes, "splits": {}}
         for plan in plans:
             report["splits"][plan.name] = _write_split(plan, tmp, num_shards, num_workers, strict, progress)
-        with open(os.path.join(tmp, REPORT_FILENAME), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
+        atomic.write_text(os.path.join(tmp, REPORT_FILENAME), json.dumps(report, indent=1))
         _check_stop()
         _commit(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if atomic.is_disk_full(e):
+            raise atomic.DiskFullError(output_dir) from e
         raise
     return report
 

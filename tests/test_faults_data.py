@@ -4,13 +4,20 @@ One case per fault: RLE segmentations whose run lengths do not add up to height 
 crowd and not) are skipped and reported, and ``-strict`` makes them an error (exit 2, one line, nothing written);
 a json without ``annotations`` gives a warning; the creator keeps files it did not write; a failed or killed run
 leaves the previous complete output; TensorFlow's C++ start-up lines are hidden unless ``-verbose``.
+
+Round 2 (each case checks what is left on disk): a disk filling up anywhere (shards, label map, report, the commit;
+injected ENOSPC, and a real 2 MiB tmpfs where this machine may mount one), a json nested 200,000 deep, a category
+id of 10**12, inputs checked before work starts; on the training side, a truncated shard counts its records before
+the corruption, and a label map missing categories of the records is a one-line ``train.py: error`` (exit 2).
 """
 
 import copy
+import errno
 import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +32,11 @@ from pycocotools.coco import COCO
 from data import coco_tfrecord_creator as creator
 from data.coco_json import SplitSpec, rle_string_total
 from data import tfrecord_schema as schema
+from data.parser import TrainRecords
+from data.split_plan import CreatorError
+from tests.test_train import records  # noqa: F401  (session fixture: 8 real train records in 2 shards)
+from utils import atomic
+from yolact.ops import label_map as label_map_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROG = "data.coco_tfrecord_creator"
@@ -281,3 +293,239 @@ def test_quiet_start_and_verbose(val_coco, coco_mini, tmp_path):
         assert "oneDNN custom operations are on" in res.stderr, (name, res.stderr[-2000:])
         assert "absl::InitializeLog" in res.stderr
         assert res.stdout.splitlines()[1:-1] == quiet.stdout.splitlines()[1:-1]  # same summary, other folder
+
+
+# ------------------------------------------------------------------------------------------------ round 2
+
+
+def _previous_output(val_coco, coco_mini, tmp_path):
+    """A complete earlier output (2 real val images in 2 shards, plus a file of the user's) and the spec of a
+    different run (3 images, 1 shard) that would replace all of the creator's files in it."""
+    first, _ = _small_spec(val_coco, coco_mini, tmp_path / "src1", n=2)
+    out = tmp_path / "out"
+    creator.create_tfrecords([first], str(out), num_shards=2, num_workers=1, progress=False)
+    (out / "notes.txt").write_text("mine")
+    second, _ = _small_spec(val_coco, coco_mini, tmp_path / "src2", n=3)
+    return out, second, _snapshot(out)
+
+
+def _no_space(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullFile:
+    """A file object whose writes fail with ENOSPC (the disk filled up)."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data):
+        _no_space()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def _inject_disk_full(monkeypatch, where, out):
+    """Make the creator's next write at ``where`` fail with OSError(ENOSPC), in this process."""
+    if where == "shard":  # the third record of the shard
+        calls = []
+
+        def write(self, record, _write=tf.io.TFRecordWriter.write):
+            calls.append(1)
+            if len(calls) == 3:
+                _no_space()
+            return _write(self, record)
+
+        monkeypatch.setattr(tf.io.TFRecordWriter, "write", write)
+    elif where in ("label_map.json", "creation_report.json"):  # both go through utils.atomic
+        def fake_open(path, *args, _open=open, **kwargs):
+            f = _open(path, *args, **kwargs)
+            return _FullFile(f) if f"{where}.tmp-" in os.fspath(path) else f
+
+        monkeypatch.setattr(atomic, "open", fake_open, raising=False)
+    else:  # "commit": the third rename into or out of the output folder (two old files are moved aside by then)
+        renames = []
+
+        def rename(src, dst, _rename=os.rename):
+            if os.path.dirname(os.path.abspath(src)) == str(out):
+                renames.append(dst)
+                if len(renames) == 3:
+                    _no_space()
+            return _rename(src, dst)
+
+        monkeypatch.setattr(os, "rename", rename)
+
+
+@pytest.mark.parametrize("where", ["shard", "label_map.json", "creation_report.json", "commit"])
+def test_disk_full_anywhere_leaves_the_previous_output(val_coco, coco_mini, tmp_path, monkeypatch, where):
+    """ENOSPC while writing a shard, the label map, the report, or while moving the new files in: DiskFullError (an
+    OSError: the CLI's one line, exit 1) naming the output folder; the previous output is unchanged byte for byte and
+    no temporary file or folder is left."""
+    out, spec, before = _previous_output(val_coco, coco_mini, tmp_path)
+    _inject_disk_full(monkeypatch, where, out)
+    with pytest.raises(atomic.DiskFullError) as info:
+        creator.create_tfrecords([spec], str(out), num_shards=1, num_workers=1, progress=False)
+    monkeypatch.undo()
+    assert str(info.value) == f"[Errno 28] no space left on the device while writing {out} (nothing was replaced)"
+    assert _snapshot(out) == before
+    assert sorted(os.listdir(out)) == OWN + ["notes.txt", "val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord"]
+    assert _hidden(tmp_path) == [] and _hidden(out) == []
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 2 MiB tmpfs (a disk that fills up for real); skipped where this machine may not mount one."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()[:100]}): the injected ENOSPC cases "
+                    "cover it")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_disk_full_for_real_is_one_line_and_keeps_the_previous_output(val_coco, coco_mini, tmp_path, tmpfs):
+    """The CLI on a 2 MiB tmpfs: 2 images fit, 40 do not (TensorFlow's writer fails): one line, exit 1, the
+    previous output unchanged, no temporary left on the disk."""
+    small, _ = _small_spec(val_coco, coco_mini, tmp_path / "src1", n=2)
+    out = tmpfs / "out"
+    creator.create_tfrecords([small], str(out), num_workers=1, progress=False)
+    before = _snapshot(out)
+    _, args = _small_spec(val_coco, coco_mini, tmp_path / "src2", n=40)
+    res = _cli(*args, "-output_dir", out, "-num_workers", 1, timeout=180)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert _error_lines(res) == [f"{PROG}: error: cannot write {out}: no space left on the device; nothing written, "
+                                 "the previous output, if any, is unchanged"]
+    assert _snapshot(out) == before and _hidden(tmpfs) == [] and sorted(os.listdir(tmpfs)) == ["out"]
+
+
+def test_json_nested_too_deeply_is_one_line(val_coco, coco_mini, tmp_path):
+    """A json nested 200,000 deep (json.load's RecursionError): one line naming the file, exit 2, nothing written;
+    the same for a label_map.json."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    res = _cli("-val_image_dir", coco_mini / "val2017", "-val_annotations_file", deep, "-output_dir",
+               tmp_path / "out", timeout=120)
+    assert res.returncode == 2
+    assert _error_lines(res) == [f"{PROG}: error: cannot read annotation file {deep}: nested too deeply"]
+    assert sorted(os.listdir(tmp_path)) == ["deep.json"]
+    with pytest.raises(label_map_lib.LabelMapError, match=f"^cannot read label map {deep}: nested too deeply$"):
+        label_map_lib.read_label_map(deep)
+
+
+def test_category_id_too_large_is_refused(val_coco, coco_mini, tmp_path):
+    """A category id of 10**12 (real val annotations relabelled): one line naming the id and the file, exit 2, the
+    previous output unchanged; a label_map.json holding it is refused, and no label map can make
+    id_to_index_array allocate more than 4 MiB."""
+    out, _, before = _previous_output(val_coco, coco_mini, tmp_path)
+    ids = _images(val_coco, crowd=False)[:2]
+    anns = [dict(a, category_id=10**12) if a["category_id"] == 1 else a for i in ids for a in val_coco.imgToAnns[i]]
+    args = _dataset(val_coco, coco_mini, tmp_path / "big", ids, anns)
+    data = json.loads(args[3].read_text())
+    data["categories"] = [dict(c, id=10**12) if c["id"] == 1 else c for c in data["categories"]]
+    args[3].write_text(json.dumps(data))
+    res = _cli(*args, "-output_dir", out, timeout=120)
+    assert res.returncode == 2
+    assert _error_lines(res) == [f"{PROG}: error: {args[3]}: category id {10**12} outside 0..1048575 (renumber the "
+                                 "categories)"]
+    assert _snapshot(out) == before and _hidden(tmp_path) == []
+    lm = label_map_lib.read_label_map(out).to_json_dict()
+    lm["categories"][0]["id"] = 10**12
+    (tmp_path / "lm.json").write_text(json.dumps(lm))
+    with pytest.raises(label_map_lib.LabelMapError, match="category id 1000000000000 outside 0..1048575"):
+        label_map_lib.read_label_map(tmp_path / "lm.json")
+    with pytest.raises(label_map_lib.LabelMapError, match="category id -1 outside"):
+        label_map_lib.from_categories([{"id": -1, "name": "a"}])
+    top = label_map_lib.from_categories([{"id": label_map_lib.MAX_CATEGORY_ID, "name": "a"}])
+    assert top.id_to_index_array().nbytes == 4 * 2**20
+
+
+@pytest.mark.parametrize("case", ["output_below_a_file", "second_split_dir_missing", "wrong_image_dir"])
+def test_inputs_checked_before_work_starts(val_coco, coco_mini, tmp_path, case):
+    """Bad inputs found before any record is written: one line, exit 2, nothing written (the earlier output of a
+    folder, when there is one, unchanged)."""
+    _, args = _small_spec(val_coco, coco_mini, tmp_path / "src", n=2)
+    out = tmp_path / "out"
+    if case == "output_below_a_file":
+        out = args[3] / "out"
+        want = f"cannot create {out}: {args[3]} is not a writable directory"
+    elif case == "second_split_dir_missing":  # the val split is fine: its json is not even read
+        args += ["-train_image_dir", tmp_path / "nope", "-train_annotations_file", args[3]]
+        want = f"train image directory not found: {tmp_path / 'nope'}"
+    else:  # the val json with the train images
+        args[1] = coco_mini / "train2017"
+        want = f"{args[3]}: none of its 2 image files is in {args[1]} (wrong image directory?)"
+    res = _cli(*args, "-output_dir", out, timeout=120)
+    assert res.returncode == 2
+    assert _error_lines(res) == [f"{PROG}: error: {want}"]
+    assert sorted(os.listdir(tmp_path)) == ["src"] and sorted(os.listdir(tmp_path / "src")) == ["ann.json"]
+
+
+def _record_ends(shard):
+    """Byte offset after each record of a TFRecord file (8-byte length, 4-byte CRC, data, 4-byte CRC)."""
+    ends, pos = [], 0
+    for r in tf.data.TFRecordDataset(str(shard)):
+        pos += len(r.numpy()) + 16
+        ends.append(pos)
+    return ends
+
+
+def test_truncated_shard_counts_the_records_before_the_corruption(records, tmp_path):
+    """A one-shard dataset whose shard is a truncated copy of a real one (cut inside its third record): the two
+    records before the cut are counted (not 0: training uses them) and the shard is listed as unreadable (the
+    trainer names it as corrupt); counting writes nothing."""
+    good = sorted((records / "mini").glob("train-*.tfrecord"))[0]
+    ends = _record_ends(good)
+    assert len(ends) == 4
+    data = tmp_path / "one"
+    data.mkdir()
+    shutil.copy(records / "mini" / "label_map.json", data / "label_map.json")
+    shard = data / "train-00000-of-00001.tfrecord"
+    shard.write_bytes(good.read_bytes()[: ends[1] + (ends[2] - ends[1]) // 2])
+    before = _snapshot(data)
+    examples = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(good)).take(2)]
+    trainable = sum(0 in ex.features.feature[schema.IS_CROWD].int64_list.value for ex in examples)
+    assert trainable > 0
+    assert TrainRecords(data).count() == (2, trainable, (str(shard),))
+    assert _snapshot(data) == before and _hidden(data) == []
+
+
+def test_label_map_without_categories_of_the_records_is_a_user_error(records, tmp_path):
+    """label_map.json without two categories the real records use: TrainRecords.count() names the missing ids and
+    the file; train.py stops before building anything with that one line, exit 2 (not 100 lines of 'Error in
+    user-defined function passed' and exit 1); no run folder is written and the data folder is unchanged."""
+    data = tmp_path / "records" / "mini"
+    shutil.copytree(records / "mini", data)
+    used = sorted({int(v) for f in sorted(data.glob("train-*.tfrecord")) for r in tf.data.TFRecordDataset(str(f))
+                   for v in tf.train.Example.FromString(r.numpy()).features.feature[schema.CLASS_LABEL]
+                   .int64_list.value})
+    lm = label_map_lib.read_label_map(data)
+    dropped = used[:2]
+    kept = [{"id": c.id, "name": c.name} for c in lm.categories if c.id not in dropped]
+    label_map_lib.write_label_map(data, label_map_lib.from_categories(kept))
+    before = _snapshot(data)
+    want = (f"{data / 'label_map.json'} lacks category id(s) {dropped[0]}, {dropped[1]} used by "
+            f"{data / 'train-*.tfrecord'}: write the records and the label map together "
+            "(python -m data.coco_tfrecord_creator)")
+    with pytest.raises(label_map_lib.LabelMapError) as info:
+        TrainRecords(data).count()
+    assert str(info.value) == want
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-name", "mini", "-tfrecord_dir", str(tmp_path / "records"),
+         "-weights", str(tmp_path / "w"), "-config", "yolact_efficientnet_lite0", "-img_size", "128",
+         "-batch_size", "2", "-train_iter", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [f"train.py: error: {want}"], res.stderr[-2000:]
+    assert not (tmp_path / "w").exists() and _snapshot(data) == before

@@ -12,8 +12,9 @@ are ordered by id, as the original's COCO label map (original: data/config.py CO
 ``label_map[id] - 1`` is the 0-based class and the class channel is that + 1; data/coco.py get_label_map). For a
 dataset whose ids are 1..n (Pascal SBD, where the original uses ``label_map None``) the index equals the id.
 
-This module has no TensorFlow dependency; :meth:`LabelMap.id_to_index_array` gives a dense lookup vector for graph
-code (``tf.gather(tf.constant(arr), labels)``).
+Category ids are integers in 0..:data:`MAX_CATEGORY_ID` (a label map with others is refused: :class:`LabelMapError`),
+so that :meth:`LabelMap.id_to_index_array`, the dense lookup vector of graph code (``tf.gather(tf.constant(arr),
+labels)``) and of the inference results, holds at most 4 MiB. This module has no TensorFlow dependency.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from utils import atomic
+
 LABEL_MAP_FILENAME = "label_map.json"
+# The largest category id: dense id -> index lookups (id_to_index_array) hold MAX_CATEGORY_ID + 1 int32 (4 MiB).
+MAX_CATEGORY_ID = 2**20 - 1
 
 # The 80 COCO categories (id, name) in id order: original data/config.py COCO_CLASSES / COCO_LABEL_MAP.
 COCO_CATEGORIES = (
@@ -72,6 +77,9 @@ class LabelMap:
         ids = [c.id for c in self.categories]
         if not ids:
             raise LabelMapError("label map has no categories")
+        outside = [i for i in ids if not 0 <= i <= MAX_CATEGORY_ID]
+        if outside:
+            raise LabelMapError(f"category id {outside[0]} outside 0..{MAX_CATEGORY_ID} (renumber the categories)")
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise LabelMapError(f"duplicate category ids {dup}")
@@ -120,7 +128,8 @@ class LabelMap:
         return int(category_id) in self._by_id()
 
     def id_to_index_array(self) -> np.ndarray:
-        """Dense lookup vector, int32 [max_id + 1]: ``arr[id]`` = training index, -1 for ids with no category."""
+        """Dense lookup vector, int32 [max_id + 1] (max_id <= :data:`MAX_CATEGORY_ID`): ``arr[id]`` = training index,
+        -1 for ids with no category."""
         arr = np.full([max(self.ids) + 1], -1, np.int32)
         for c in self.categories:
             arr[c.id] = c.index
@@ -170,13 +179,16 @@ def from_names(names: Sequence[str]) -> LabelMap:
 
 
 def write_label_map(path: str | os.PathLike, label_map: LabelMap) -> None:
-    """Write ``label_map.json`` to ``path`` (a file path, or a directory to write ``label_map.json`` into)."""
+    """Write ``label_map.json`` to ``path`` (a file path, or a directory to write ``label_map.json`` into)
+    atomically (utils/atomic.py: the file keeps its previous content or gets the whole new one).
+
+    Raises:
+      utils.atomic.DiskFullError: the disk filled up; OSError: another write error.
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, LABEL_MAP_FILENAME)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(label_map.to_json_dict(), f, indent=1)
-        f.write("\n")
+    atomic.write_text(path, json.dumps(label_map.to_json_dict(), indent=1) + "\n")
 
 
 def read_label_map(path: str | os.PathLike) -> LabelMap:
@@ -195,13 +207,13 @@ def read_label_map(path: str | os.PathLike) -> LabelMap:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LabelMapError(f"cannot read label map {path}: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: UnicodeDecodeError, JSONDecodeError
+        raise LabelMapError(f"cannot read label map {path}: {json_error(e)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         raise LabelMapError(f"{path}: expected an object with a 'categories' list")
     try:
         cats = tuple(Category(id=int(c["id"]), name=str(c["name"]), index=int(c["index"])) for c in data["categories"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise LabelMapError(f"{path}: every category needs 'id', 'name' and 'index'") from None
     label_map = LabelMap(cats)
     if "num_classes" in data and data["num_classes"] != label_map.num_classes:
@@ -209,6 +221,15 @@ def read_label_map(path: str | os.PathLike) -> LabelMap:
             f"{path}: num_classes {data['num_classes']} != {len(cats)} categories + background"
         )
     return label_map
+
+
+def json_error(error: BaseException) -> str:
+    """One line for an error of ``json.load``: ``"nested too deeply"`` for a RecursionError, else the message's
+    first line (e.g. ``"Expecting value: line 1 column 1 (char 0)"``)."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def coco_label_map() -> LabelMap:
