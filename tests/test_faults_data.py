@@ -33,7 +33,6 @@ from data import coco_tfrecord_creator as creator
 from data.coco_json import SplitSpec, rle_string_total
 from data import tfrecord_schema as schema
 from data.parser import TrainRecords
-from data.split_plan import CreatorError
 from tests.test_train import records  # noqa: F401  (session fixture: 8 real train records in 2 shards)
 from utils import atomic
 from yolact.ops import label_map as label_map_lib
