@@ -62,6 +62,7 @@ def read_labels_file(path: str) -> List[str]:
 
 
 def _json_files(image_dir: str) -> List[str]:
+    """The ``.json`` paths of ``image_dir`` (not recursive), sorted; CreatorError when it is not a folder."""
     if not os.path.isdir(image_dir):
         raise CreatorError(f"image directory not found: {image_dir}")
     return sorted(os.path.join(image_dir, n) for n in os.listdir(image_dir) if n.lower().endswith(".json"))

@@ -56,11 +56,11 @@ def read_data_yaml(path: str) -> YoloDataset:
     """
     import yaml
 
-    if not os.path.isfile(path):
-        raise CreatorError(f"data yaml not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise CreatorError(f"data yaml not found: {path}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise CreatorError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -182,11 +182,11 @@ def test_labelme_bad_input_is_reported(gt, coco_mini, tmp_path):
                                                 num_workers=1, progress=False)["splits"]["val"]
     assert report == _report(out)["val"]
     images_skipped, anns_skipped = _reasons(report)
+    w, h = images[1]["width"], images[1]["height"]
     assert images_skipped == {("broken.json", "cannot read LabelMe json (Expecting property name enclosed in "
                                               "double quotes: line 1 column 2 (char 1))"),
                               ("missing.json", "image file not found ('nowhere.jpg')"),
-                              (images[1]["file_name"], f"image is {images[1]['width']}x{images[1]['height']} but "
-                                                       f"the json says {images[1]['width']}x{images[1]['height'] + 10}")}
+                              (images[1]["file_name"], f"image is {w}x{h} but the json says {w}x{h + 10}")}
     shapes = sum(len(a["segmentation"]) for a in anns[images[0]["id"]])
     assert anns_skipped == {(images[0]["file_name"], f"shape {shapes}", "polygon with fewer than 3 points"),
                             (images[0]["file_name"], f"shape {shapes + 1}", "unknown label 'unicorn'"),

@@ -173,5 +173,6 @@ def test_video_frames(run128, media_dir, tmp_path):
     for frame in (0, 1):
         doc = json.loads((tmp_path / f"v_{frame:06d}.json").read_text())
         assert doc["imagePath"] == f"v_{frame:06d}.jpg" and (tmp_path / doc["imagePath"]).is_file()
-        assert (doc["imageHeight"], doc["imageWidth"]) == cv2.imread(str(tmp_path / doc["imagePath"])).shape[:2] == (720, 1280)
+        frame = cv2.imread(str(tmp_path / doc["imagePath"]))
+        assert (doc["imageHeight"], doc["imageWidth"]) == frame.shape[:2] == (720, 1280)
         assert doc["shapes"]

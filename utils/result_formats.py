@@ -213,6 +213,7 @@ class ResultSaver:
                 {"image": file_name, "height": int(height), "width": int(width), "instances": instances}, indent=1))
 
     def _write(self, path: str, data) -> None:
+        """Write ``data`` (bytes or str) to ``path`` atomically (utils/atomic.py); OSError when it fails."""
         with atomic.atomic_file(path, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
         self.written.append(path)
