@@ -7,6 +7,7 @@ converted original weights, and must agree with config.json when it exists)::
     python inference.py -checkpoint weights/my_run -image photo.jpg:photo_out.png
     python inference.py -checkpoint weights/my_run -images in_dir:out_dir -score_threshold 0.3 -top_k 15
     python inference.py -checkpoint weights/my_run -video in.avi:out.mp4
+    python inference.py -checkpoint weights/my_run -images in_dir:out_dir -save coco,labelme,png
     python inference.py -checkpoint weights/my_run -eval \
         -annotations_file annotations/instances_val2017.json -image_dir val2017 -output_dir results/
     python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -benchmark -image_dir val2017 \
@@ -31,7 +32,8 @@ Display modes draw the best ``-top_k`` detections with score > ``-score_threshol
 ``-image``, thresholded, sorted for ``-top_k``) is, as the original's prep_display, the box (class) score for YOLACT
 and box score x predicted mask IoU for YOLACT++ (utils/visualize.py ``display_order``); for YOLACT++ masks are
 therefore assembled for every detection above the threshold before the best ``-top_k`` are chosen. ``-eval``
-scores box AP with the box scores and mask AP with the mask scores (utils/coco_eval.py).
+scores box AP with the box scores and mask AP with the mask scores (utils/coco_eval.py). ``-save`` writes the
+detections shown as files (utils/result_formats.py).
 """
 
 from __future__ import annotations

@@ -176,3 +176,17 @@ def test_video_frames(run128, media_dir, tmp_path):
         frame = cv2.imread(str(tmp_path / doc["imagePath"]))
         assert (doc["imageHeight"], doc["imageWidth"]) == frame.shape[:2] == (720, 1280)
         assert doc["shapes"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-images", "IN:OUT", "-save", "coco,geojson"],
+     "-save takes a comma-separated list of coco, labelme, png, got 'coco,geojson'"),
+    (["-eval", "-save", "coco", "-output_dir", "OUT"], "-save applies to -image, -images and -video"),
+])
+def test_save_flag_errors(args, message, media_dir, tmp_path):
+    """Checked before the model loads: exit 2, one line, nothing written."""
+    args = [a.replace("IN", str(media_dir)).replace("OUT", str(tmp_path / "out")) for a in args]
+    r = subprocess.run([sys.executable, "inference.py", "-checkpoint", str(tmp_path), *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"inference.py: error: {message}"
+    assert not (tmp_path / "out").exists()
