@@ -7,6 +7,7 @@ converted original weights, and must agree with config.json when it exists)::
     python inference.py -checkpoint weights/my_run -image photo.jpg:photo_out.png
     python inference.py -checkpoint weights/my_run -images in_dir:out_dir -score_threshold 0.3 -top_k 15
     python inference.py -checkpoint weights/my_run -video in.avi:out.mp4
+    python inference.py -checkpoint weights/my_run -images in_dir:out_dir -save coco,labelme,png
     python inference.py -checkpoint weights/my_run -eval \
         -annotations_file annotations/instances_val2017.json -image_dir val2017 -output_dir results/
     python inference.py -config yolact_resnet50 -checkpoint r50.weights.h5 -benchmark -image_dir val2017 \
@@ -31,7 +32,8 @@ Display modes draw the best ``-top_k`` detections with score > ``-score_threshol
 ``-image``, thresholded, sorted for ``-top_k``) is, as the original's prep_display, the box (class) score for YOLACT
 and box score x predicted mask IoU for YOLACT++ (utils/visualize.py ``display_order``); for YOLACT++ masks are
 therefore assembled for every detection above the threshold before the best ``-top_k`` are chosen. ``-eval``
-scores box AP with the box scores and mask AP with the mask scores (utils/coco_eval.py).
+scores box AP with the box scores and mask AP with the mask scores (utils/coco_eval.py). ``-save`` writes the
+detections shown as files (utils/result_formats.py).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ flags.DEFINE_string("model", None, "instead of -checkpoint: an export of export_
 flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's)")
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint: compute dtype of the network "
                   "(bfloat16: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS)")
+flags.DEFINE_string("save", None, "-image / -images / -video: also save the detections shown, comma-separated "
+                    "coco,labelme,png (utils/result_formats.py); -annotations_file: COCO results use its image ids")
 flags.DEFINE_boolean("benchmark", False, "print per-stage ms and FPS (data loading excluded, first 2 frames skipped)")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -97,6 +101,16 @@ def _display_limits(predictor):
     return {"score_threshold": FLAGS.score_threshold, "max_detections": None if rescored else FLAGS.top_k}
 
 
+def _saver(predictor, coco_path):
+    """The -save writer of this run (utils/result_formats.py), None without -save."""
+    if not FLAGS.save:
+        return None
+    from utils.result_formats import ResultSaver, parse_formats
+
+    return ResultSaver(parse_formats(FLAGS.save), predictor.label_map.names, FLAGS.score_threshold, FLAGS.top_k,
+                       coco_path, FLAGS.annotations_file)
+
+
 def _write_image(path, rgb):
     import cv2
 
@@ -113,6 +127,10 @@ def run_image(predictor, spec):
     result = predictor.predict(image, **_display_limits(predictor))
     dst = dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0] + ".png")
     _write_image(dst, _draw(predictor, image, result))
+    saver = _saver(predictor, os.path.splitext(dst)[0] + ".results.json")
+    if saver:
+        saver.add_image(result, os.path.splitext(dst)[0], src, 1)
+        saver.close()
     from utils.visualize import display_order
 
     names = predictor.label_map.names
@@ -133,6 +151,7 @@ def run_folder(predictor, spec):
         raise UserError(f"input folder not found: {src}")
     names = sorted(n for n in os.listdir(src) if not n.startswith(".") and os.path.isfile(os.path.join(src, n)))
     done, skipped = 0, []
+    saver = _saver(predictor, os.path.join(dst, "results.json"))
     with tqdm(names, desc="images", unit="img") as bar:
         for name in bar:
             try:
@@ -142,7 +161,12 @@ def run_folder(predictor, spec):
                 continue
             result = predictor.predict(image, **_display_limits(predictor))
             _write_image(os.path.join(dst, os.path.splitext(name)[0] + ".png"), _draw(predictor, image, result))
+            if saver:
+                saver.add_image(result, os.path.join(dst, os.path.splitext(name)[0]), os.path.join(src, name),
+                                done + len(skipped) + 1)
             done += 1
+    if saver:
+        saver.close()
     for name, e in skipped:  # after the bar has closed: no interleaving with it
         print(f"skipped {name}: {e}")
     print(f"processed {done} images into {dst}; skipped {len(skipped)}"
@@ -199,6 +223,7 @@ def run_video(predictor, spec):
     name = f"webcam{src}" if webcam else os.path.splitext(os.path.basename(src))[0]
     dst = dst or os.path.join(FLAGS.output_dir, name + ".mp4")
     writer, written, detections_per_frame = None, 0, []
+    saver = _saver(predictor, os.path.splitext(dst)[0] + ".results.json")
     bar = tqdm(total=total, desc="video", unit="frame")
     try:
         while FLAGS.max_frames is None or written < FLAGS.max_frames:
@@ -210,6 +235,8 @@ def run_video(predictor, spec):
                 writer, dst = _open_writer(dst, fps, (rgb.shape[1], rgb.shape[0]))
             result = predictor.predict(rgb, **_display_limits(predictor))
             writer.write(_draw(predictor, rgb, result)[..., ::-1].copy())
+            if saver:
+                saver.add_frame(result, os.path.splitext(dst)[0], written, rgb)
             detections_per_frame.append(len(result["scores"]))
             written += 1
             bar.update(1)
@@ -220,6 +247,8 @@ def run_video(predictor, spec):
         cap.release()
         if writer is not None:
             writer.release()
+    if saver:
+        saver.close()
     if written == 0:
         raise UserError(f"no frame could be read from {src}")
     readable = count_frames(dst)
@@ -289,6 +318,15 @@ def main(argv):
         [m for m in ("eval", "benchmark") if getattr(FLAGS, m)]
     if len(modes) != 1:
         raise UserError("choose exactly one of -image, -images, -video, -eval, -benchmark")
+    if FLAGS.save:  # checked before the model loads
+        from utils.result_formats import parse_formats
+
+        if modes[0] not in ("image", "images", "video"):
+            raise UserError("-save applies to -image, -images and -video")
+        try:
+            parse_formats(FLAGS.save)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     if bool(FLAGS.checkpoint) == bool(FLAGS.model):
         raise UserError("give exactly one of -checkpoint (weights) or -model (an exported model)")
     if FLAGS.model and FLAGS.precision != "float32":

@@ -12,7 +12,8 @@ Usage (single-dash flags; either split may be given alone)::
 Writes ``OUTPUT_DIR/{train,val}-00000-of-000NN.tfrecord`` (one ``tf.train.Example`` per image of the json, in json
 order, keys in data/tfrecord_schema.py), ``OUTPUT_DIR/label_map.json`` (yolact/ops/label_map.py) and
 ``OUTPUT_DIR/creation_report.json`` (every skipped item with its reason, and the warnings). The same command serves
-COCO 2017, Pascal SBD's COCO-style json and custom COCO-style datasets.
+COCO 2017, Pascal SBD's COCO-style json and custom COCO-style datasets; ``-format labelme`` / ``-format yolo`` read
+LabelMe folders and YOLO-seg datasets instead (data/dataset_formats.py; they also write ``annotations/{split}.json``).
 
 What is written, and what happens to bad input:
 
@@ -126,6 +127,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_shards", 0, "TFRecord shards per split; 0 = one per 1000 images.", lower_bound=0)
     flags.DEFINE_integer("num_workers", 0, "Encoding processes; 0 = all CPU cores, 1 = no subprocess.",
                          lower_bound=0)
+    flags.DEFINE_enum("format", "coco", ["coco", "labelme", "yolo"], "Input: COCO-style json (default), LabelMe "
+                      "folders (-train/-val_image_dir, -labels) or a YOLO-seg data.yaml (-data_yaml); "
+                      "data/dataset_formats.py.")
+    flags.DEFINE_string("labels", None, "-format labelme: class names, one per line (LabelMe's labels.txt); "
+                        "default: the sorted labels found.")
+    flags.DEFINE_string("data_yaml", None, "-format yolo: the Ultralytics data.yaml (path, train, val, names).")
     flags.DEFINE_bool("strict", False, "Treat every skipped image or annotation as an error (exit 2, nothing "
                       "written).")
 
@@ -151,6 +158,13 @@ def main(argv: Sequence[str]) -> None:
         raise CreatorError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.output_dir:
         raise CreatorError("-output_dir is required")
+    if FLAGS.format != "coco":  # LabelMe / YOLO-seg: their readers, the same writer
+        from data import dataset_formats
+
+        print(dataset_formats.main(FLAGS))
+        return
+    if FLAGS.labels or FLAGS.data_yaml:
+        raise CreatorError("-labels and -data_yaml need -format labelme / -format yolo")
     specs = []
     for split in SPLITS:
         image_dir, ann = FLAGS[f"{split}_image_dir"].value, FLAGS[f"{split}_annotations_file"].value
