@@ -198,3 +198,213 @@ def test_folder_outputs_keep_names_apart_and_extension_checked_first(run128, pho
     _one_error(r, 2, "o.xyz", "unknown extension")
     assert not (tmp_path / "o.xyz").exists() and "Loading" not in r.stdout and "detections" not in r.stdout
     assert _state(src) == before and not _temporaries(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every reader's failure is one line naming the file
+
+
+def _truncate(path, keep=0.5):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(int(size * keep))
+
+
+def test_truncated_exports_are_one_line_errors_and_tflite_runs_quietly(r50_export, photos, tmp_path):
+    """A truncated .onnx, .tflite and SavedModel variables file: exit 2, one line naming the file, no output. The
+    intact .tflite runs without LiteRT's 'INFO: Created TensorFlow Lite XNNPACK delegate' line (-verbose shows it)."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "label_map.json", "yolact.onnx", "yolact_float32.tflite"):
+        shutil.copy(r50_export / name, broken / name)
+    _truncate(broken / "yolact.onnx")
+    _truncate(broken / "yolact_float32.tflite")
+    saved = tmp_path / "saved"
+    shutil.copytree(r50_export, saved, ignore=shutil.ignore_patterns("*.onnx", "*.tflite"))
+    data = sorted((saved / "variables").glob("variables.data-*"))[0]
+    _truncate(data)
+    out = tmp_path / "out"
+    for model in (broken / "yolact.onnx", broken / "yolact_float32.tflite", saved):
+        r = _cli("inference.py", "-model", model, "-image", f"{photos[0]}:{out / 'o.png'}")
+        _one_error(r, 2, f"cannot read {model}")
+    assert not out.exists()
+
+    r = _cli("inference.py", "-model", r50_export / "yolact_float32.tflite", "-num_threads", 2, "-image",
+             f"{photos[0]}:{out / 'o.png'}")
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
+    assert (out / "o.png").is_file() and not _temporaries(out)
+
+
+@pytest.fixture(scope="module")
+def truncated_ckpt(tmp_path_factory, run128):
+    """A run folder with a training checkpoint (tf.train.Checkpoint of the model's variables) whose .data file is
+    cut in half, config.json and label_map.json of run128."""
+    import tensorflow as tf
+
+    from config import get_config
+    from yolact.model import build_model, checkpoint_variables
+
+    folder = tmp_path_factory.mktemp("ckpt_run")
+    model = build_model(get_config("yolact_resnet50", img_size=128), freeze_bn=True)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model_variables=checkpoint_variables(model)),
+                                         str(folder), max_to_keep=1)
+    manager.save()
+    for name in ("config.json", "label_map.json"):
+        shutil.copy(run128 / name, folder / name)
+    _truncate(sorted(folder.glob("ckpt-*.data-*"))[0])
+    return folder
+
+
+def test_truncated_checkpoint_and_npz_are_one_line_errors(truncated_ckpt, fixture_weights_path, photos, tmp_path):
+    before = _state(truncated_ckpt)
+    out = tmp_path / "out"
+    r = _cli("inference.py", "-checkpoint", truncated_ckpt, "-image", f"{photos[0]}:{out / 'o.png'}")
+    _one_error(r, 2, "cannot read checkpoint", truncated_ckpt / "ckpt-1")
+    r = _cli("export_saved_model.py", "-checkpoint", truncated_ckpt, "-export_dir", tmp_path / "export")
+    _one_error(r, 2, "cannot read checkpoint", truncated_ckpt / "ckpt-1")
+    assert _state(truncated_ckpt) == before and not out.exists() and sorted(os.listdir(tmp_path)) == []
+
+    npz = tmp_path / "w.npz"
+    shutil.copy(fixture_weights_path, npz)
+    _truncate(npz, 0.7)
+    r = _cli("utils.convert_weights", "-src", npz, "-config", "yolact_resnet50", "-out", tmp_path / "w.weights.h5")
+    _one_error(r, 2, npz, "truncated or corrupt")
+    assert sorted(os.listdir(tmp_path)) == ["w.npz"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation inputs
+
+
+def test_eval_inputs_that_do_not_fit_are_one_line_errors(run128, records, coco_mini, tmp_path):
+    """-tfrecord_pattern FOLDER holding train and val shards evaluates its val shards only; a folder of train
+    shards only, TFRecords of other images than the annotations, files that are not TFRecords and an annotations
+    json that is a list: exit 2, one line, no output written."""
+    out = tmp_path / "out"
+    r = _cli("inference.py", "-checkpoint", run128, "-eval", "-annotations_file", records["val_json"],
+             "-tfrecord_pattern", records["dir"], "-output_dir", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "(3 of 3 images evaluated)" in r.stdout, r.stdout[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images_evaluated"] == 3 and not _temporaries(out)
+    assert sorted(os.listdir(out)) == ["bbox_detections.json", "detections.json", "mask_detections.json",
+                                       "metrics.json"]
+
+    train_only = tmp_path / "train_only"
+    train_only.mkdir()
+    for p in records["dir"].glob("train-*"):
+        shutil.copy(p, train_only / p.name)
+    not_records = tmp_path / "not_records"
+    not_records.mkdir()
+    shutil.copy(records["val_json"], not_records / "val-00000-of-00001.tfrecord")
+    as_list = tmp_path / "list.json"
+    as_list.write_text(json.dumps(json.loads(records["val_json"].read_text())["annotations"]))
+    before = _state(records["dir"], train_only, not_records, as_list)
+    fresh = tmp_path / "fresh"
+    cases = [
+        ([records["val_json"], "-tfrecord_pattern", train_only], ["holds train shards but no val"]),
+        ([records["val_json"], "-tfrecord_pattern", records["dir"] / "train-*.tfrecord"],
+         ["is not in", str(records["val_json"]), "another annotations file"]),
+        ([records["val_json"], "-tfrecord_pattern", not_records], ["cannot read", "TFRecords"]),
+        ([as_list, "-image_dir", coco_mini / "val2017"], [str(as_list), "is not a COCO json", "got a json list"]),
+    ]
+    for args, needles in cases:
+        r = _cli("inference.py", "-checkpoint", run128, "-eval", "-annotations_file", *args, "-output_dir", fresh)
+        _one_error(r, 2, *needles)
+        assert not fresh.exists()
+    assert _state(records["dir"], train_only, not_records, as_list) == before
+
+    r = _cli("export_saved_model.py", "-checkpoint", run128, "-export_dir", tmp_path / "export", "-tflite", "int8",
+             "-representative_data", not_records / "*")
+    _one_error(r, 2, "-representative_data", "is not a TFRecord file")
+    assert not (tmp_path / "export").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writers: a full disk or a killed process leaves complete files (or the previous ones)
+
+# A full disk under $FAULT_DIR: every file opened there for writing takes 16 bytes, then raises ENOSPC.
+FULL_DISK = r'''
+import builtins, errno, os
+_open, _full = builtins.open, os.path.realpath(os.environ["FAULT_DIR"])
+class _Full:
+    def __init__(self, f): self._f = f
+    def write(self, data):
+        self._f.write(data[:16]); self._f.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+    def __getattr__(self, name): return getattr(self._f, name)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self._f.close()
+def _open_full(file, mode="r", *args, **kwargs):
+    f = _open(file, mode, *args, **kwargs)
+    writing = any(c in mode for c in "wax+")
+    if writing and isinstance(file, (str, os.PathLike)) and os.path.realpath(file).startswith(_full + os.sep):
+        return _Full(f)
+    return f
+builtins.open = _open_full
+'''
+
+
+def test_full_disk_during_inference_keeps_previous_outputs(run128, photos, tmp_path):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    dst.mkdir()
+    shutil.copy(photos[0], src / "a.jpg")
+    (dst / "a.png").write_bytes(b"previous output")
+    before = _state(src, dst)
+    r = _cli("inference.py", "-checkpoint", run128, "-images", f"{src}:{dst}", prelude=FULL_DISK,
+             env={"FAULT_DIR": str(dst)})
+    _one_error(r, 1, "no space left", dst / "a.png")
+    assert _state(src, dst) == before and not _temporaries(tmp_path)
+
+
+def test_full_disk_during_export_keeps_the_previous_export(run128, tmp_path):
+    """tf.saved_model.save writes part of the model, then the disk is full: exit 1, one line, the previous export
+    (a folder with a marker file) is intact, no temporary folder is left beside it."""
+    target = tmp_path / "exports" / "model"
+    target.mkdir(parents=True)
+    (target / "saved_model.pb").write_bytes(b"the previous export")
+    before = _state(target)
+    prelude = (
+        "import errno, os, tensorflow as tf\n"
+        "def _save(obj, export_dir, *a, **k):\n"
+        "    open(os.path.join(export_dir, 'saved_model.pb'), 'wb').write(b'partial')\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "tf.saved_model.save = _save\n")
+    r = _cli("export_saved_model.py", "-checkpoint", run128, "-export_dir", target, "-overwrite", "-xla_nms=false",
+             prelude=prelude)
+    _one_error(r, 1, "no space left", target)
+    assert _state(target) == before and sorted(os.listdir(target.parent)) == ["model"]
+
+
+def test_converter_writes_out_atomically(fixture_weights_path, tmp_path):
+    """A re-conversion killed while writing (SIGKILL) or stopped by a full disk leaves the previous .weights.h5 and
+    config.json as they were (a killed one may leave its hidden temporary, never a truncated -out)."""
+    out = tmp_path / "run" / "r50.weights.h5"
+    r = _cli("utils.convert_weights", "-src", fixture_weights_path, "-config", "yolact_resnet50", "-out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = _state(out.parent)
+    half_then = ("import keras, os, signal, errno\n"
+                 "_save = keras.Model.save_weights\n"
+                 "def save_weights(self, path, *a, **k):\n"
+                 "    _save(self, path, *a, **k)\n"
+                 "    with open(path, 'r+b') as f: f.truncate(os.path.getsize(path) // 2)\n"
+                 "    {}\n"
+                 "keras.Model.save_weights = save_weights\n")
+    r = _cli("utils.convert_weights", "-src", fixture_weights_path, "-config", "yolact_resnet50", "-out", out,
+             prelude=half_then.format("os.kill(os.getpid(), signal.SIGKILL)"))
+    assert r.returncode == -9, r.stderr[-3000:]
+    assert {p: v for p, v in _state(out.parent).items() if ".tmp-" not in p} == before
+    for p in _temporaries(out.parent):
+        os.unlink(p)
+
+    r = _cli("utils.convert_weights", "-src", fixture_weights_path, "-config", "yolact_resnet50", "-out", out,
+             prelude=half_then.format("raise OSError(errno.ENOSPC, 'No space left on device')"))
+    _one_error(r, 1, "no space left", out)
+    assert _state(out.parent) == before and not _temporaries(out.parent)
+
+
+def test_missing_camera_is_one_line_without_opencv_warnings(run128, tmp_path):
+    r = _cli("inference.py", "-checkpoint", run128, "-video", f"7:{tmp_path / 'cam.mp4'}")
+    assert r.returncode == 2 and r.stderr.splitlines() == ["inference.py: error: cannot open camera 7"], r.stderr
+    assert os.listdir(tmp_path) == []
