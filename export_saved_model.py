@@ -27,7 +27,9 @@ the eval preprocessing) and ``yolact.onnx`` (tf2onnx, opset 17, checked with onn
 The export is written into a temporary folder beside ``-export_dir`` and renamed into place when complete. An
 existing non-empty ``-export_dir`` is refused (exit 2) unless ``-overwrite`` is given; then the old export is
 renamed aside, the new one renamed in, and the old one deleted, so an interrupted export never leaves a
-half-written model where a good one was.
+half-written model where a good one was; a full disk is one line and exit 1 (the previous export intact).
+``-export_dir`` is never the run folder, a folder above it or one holding ``-representative_data`` (exit 2);
+``-representative_images`` must be >= 1 and every ``-representative_data`` file a TFRecord (checked first).
 """
 
 from __future__ import annotations

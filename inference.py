@@ -24,7 +24,13 @@ one-line error (exit 2).
 
 Errors are one line ``inference.py: error: ...`` (utils/cli.py): exit 2 for unusable flags or inputs (a
 contradicting -img_size, a missing image, -eval with none of the annotated images found: then no metrics.json is
-written), 1 for a fault at run time (a written video that does not decode to the frames written).
+written), 1 for a fault at run time (a written video that does not decode to the frames written, a full disk).
+Checked before anything is loaded: numbers (-top_k, -max_images, -max_frames, -num_threads >= 1, -score_threshold
+in [0, 1]); outputs that are, contain or lie inside an input (utils/paths.py; a new file inside the -checkpoint /
+-model folder is fine); an -image output extension OpenCV cannot write. ``-images`` writes ``<stem>.png``, or
+``<name>.png`` for files whose stem another file shares (``a.jpg`` and ``a.png`` -> ``a.jpg.png``, ``a.png.png``).
+Images and json files are written atomically (utils/atomic.py); a ``-tfrecord_pattern`` folder means its
+``val-*`` shards (a folder of train shards only is refused).
 
 Display modes draw the best ``-top_k`` detections with score > ``-score_threshold`` (the original's defaults 5 and
 0); ``-eval`` uses every detection, as the original's COCO evaluation. The displayed score (drawn, printed by
