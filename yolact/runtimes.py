@@ -159,6 +159,7 @@ class TFLiteRunner(_FileRunner):
 
         super().__init__(cfg, label_map, path)
         self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self._interpreter.allocate_tensors()  # applies XNNPACK here, not at the first run (its INFO line: see cli)
         self._check_input_size(self._interpreter.get_input_details()[0]["shape"][1])
         self._runner = self._interpreter.get_signature_runner()
 
