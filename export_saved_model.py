@@ -27,7 +27,9 @@ the eval preprocessing) and ``yolact.onnx`` (tf2onnx, opset 17, checked with onn
 The export is written into a temporary folder beside ``-export_dir`` and renamed into place when complete. An
 existing non-empty ``-export_dir`` is refused (exit 2) unless ``-overwrite`` is given; then the old export is
 renamed aside, the new one renamed in, and the old one deleted, so an interrupted export never leaves a
-half-written model where a good one was.
+half-written model where a good one was; a full disk is one line and exit 1 (the previous export intact).
+``-export_dir`` is never the run folder, a folder above it or one holding ``-representative_data`` (exit 2);
+``-representative_images`` must be >= 1 and every ``-representative_data`` file a TFRecord (checked first).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ cli.quiet_startup(__name__)  # before anything imports TensorFlow (acts only whe
 
 from absl import flags
 
-from utils.cli import UserError, run
+from utils.cli import FaultError, UserError, run
 from utils.flags_util import define_model_flags
 
 FLAGS = flags.FLAGS
@@ -51,7 +53,8 @@ flags.DEFINE_boolean("xla_nms", True, "compile Fast NMS with XLA inside the Save
 flags.DEFINE_string("tflite", None, "also write TFLite models: comma-separated float32, float16, int8 "
                     "(EXPORT_DIR/yolact_<precision>.tflite; contract in yolact/deploy/graph.py)")
 flags.DEFINE_string("representative_data", None, "int8 calibration: glob of TFRecords (data/coco_tfrecord_creator.py)")
-flags.DEFINE_integer("representative_images", 100, "int8 calibration: number of images read from -representative_data")
+flags.DEFINE_integer("representative_images", 100, "int8 calibration: number of images read from -representative_data",
+                     lower_bound=1)
 flags.DEFINE_boolean("onnx", False, "also write EXPORT_DIR/yolact.onnx (tf2onnx, opset 17)")
 
 
@@ -61,8 +64,14 @@ def main(argv):
     for name in ("checkpoint", "export_dir"):
         if not getattr(FLAGS, name):
             raise UserError(f"-{name} is required")
-    from yolact.checkpoint import resolve_run
+    from utils.atomic import DiskFullError
+    from utils.paths import check_output_not_input
+    from yolact.checkpoint import resolve_run, run_dir_of
 
+    # -export_dir is never the run folder or a folder above it: -overwrite would delete the checkpoints
+    check_output_not_input(FLAGS.export_dir, [("-checkpoint", FLAGS.checkpoint),
+                                              ("-checkpoint's run folder", run_dir_of(FLAGS.checkpoint))],
+                           "-export_dir", inside_ok=("-checkpoint's run folder",))
     try:
         from yolact.deploy.saved_model import export, is_nonempty_dir
 
@@ -73,8 +82,11 @@ def main(argv):
         deployables, calibration = _deployables(cfg)
         from yolact.checkpoint import load_model
 
-        export(load_model(cfg, FLAGS.checkpoint), cfg, label_map, FLAGS.export_dir, FLAGS.xla_nms, FLAGS.overwrite,
-               deployables)
+        model = load_model(cfg, FLAGS.checkpoint)
+        with cli.native_noise_filtered():  # the TFLite quantizer's "fully_quantize: 0, ..." line
+            export(model, cfg, label_map, FLAGS.export_dir, FLAGS.xla_nms, FLAGS.overwrite, deployables)
+    except DiskFullError as e:  # atomic_dir removed the temporary folder: the previous export is intact
+        raise FaultError(str(e)) from None
     except (ValueError, OSError) as e:  # RunFilesError, CheckpointError, FileExistsError, unwritable folder
         raise UserError(str(e).splitlines()[0]) from None
     print(f"exported {cfg.name} ({cfg.img_size}x{cfg.img_size}) to {FLAGS.export_dir}: signatures serving_default "
@@ -91,8 +103,10 @@ def _check_deploy_flags() -> None:
     """-tflite / -representative_data checked before the checkpoint is even looked at.
 
     Raises:
-      ValueError: unknown precision; int8 without -representative_data or with a glob that matches nothing.
+      ValueError: unknown precision; int8 without -representative_data, with a glob that matches nothing, or files
+        that are not TFRecords (the first record of each is read) or lie inside -export_dir.
     """
+    from utils.paths import check_output_not_input
     from yolact.deploy.tflite import parse_precisions
 
     if "int8" in (parse_precisions(FLAGS.tflite) if FLAGS.tflite else []):
@@ -100,8 +114,17 @@ def _check_deploy_flags() -> None:
             raise ValueError("-tflite int8 needs -representative_data 'GLOB' (TFRecords of calibration images)")
         import tensorflow as tf
 
-        if not tf.io.gfile.glob(FLAGS.representative_data):
+        files = tf.io.gfile.glob(FLAGS.representative_data)
+        if not files:
             raise ValueError(f"no TFRecord files match {FLAGS.representative_data!r} (-representative_data)")
+        check_output_not_input(FLAGS.export_dir, [("-representative_data", f) for f in files], "-export_dir")
+        for path in files:
+            try:
+                for _ in tf.data.TFRecordDataset(path).take(1):
+                    pass
+            except tf.errors.OpError as e:
+                raise ValueError(f"-representative_data: {path} is not a TFRecord file ({' '.join(e.message.split())[:120]})"
+                                 ) from None
 
 
 def _deployables(cfg):

@@ -25,7 +25,13 @@ one-line error (exit 2).
 
 Errors are one line ``inference.py: error: ...`` (utils/cli.py): exit 2 for unusable flags or inputs (a
 contradicting -img_size, a missing image, -eval with none of the annotated images found: then no metrics.json is
-written), 1 for a fault at run time (a written video that does not decode to the frames written).
+written), 1 for a fault at run time (a written video that does not decode to the frames written, a full disk).
+Checked before anything is loaded: numbers (-top_k, -max_images, -max_frames, -num_threads >= 1, -score_threshold
+in [0, 1]); outputs that are, contain or lie inside an input (utils/paths.py; a new file inside the -checkpoint /
+-model folder is fine); an -image output extension OpenCV cannot write. ``-images`` writes ``<stem>.png``, or
+``<name>.png`` for files whose stem another file shares (``a.jpg`` and ``a.png`` -> ``a.jpg.png``, ``a.png.png``).
+Images and json files are written atomically (utils/atomic.py); a ``-tfrecord_pattern`` folder means its
+``val-*`` shards (a folder of train shards only is refused).
 
 Display modes draw the best ``-top_k`` detections with score > ``-score_threshold`` (the original's defaults 5 and
 0); ``-eval`` uses every detection, as the original's COCO evaluation. The displayed score (drawn, printed by
@@ -55,9 +61,10 @@ define_model_flags()
 flags.DEFINE_string("image", None, "in.jpg[:out.png]: one image (default output: <output_dir>/<name>.png)")
 flags.DEFINE_string("images", None, "in_dir:out_dir: every image of a folder")
 flags.DEFINE_string("video", None, "in.avi[:out.mp4], or a webcam index (default output: <output_dir>/<name>.mp4)")
-flags.DEFINE_integer("max_frames", None, "stop a video after this many frames")
-flags.DEFINE_float("score_threshold", 0.0, "display: draw detections with score above this")
-flags.DEFINE_integer("top_k", 5, "display: draw at most this many detections (the best ones)")
+flags.DEFINE_integer("max_frames", None, "stop a video after this many frames", lower_bound=1)
+flags.DEFINE_float("score_threshold", 0.0, "display: draw detections with score above this", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_integer("top_k", 5, "display: draw at most this many detections (the best ones)", lower_bound=1)
 flags.DEFINE_boolean("fast_nms", True, "Fast NMS (false: traditional NMS via tf.image.non_max_suppression)")
 flags.DEFINE_boolean("cross_class_nms", False, "cross-class Fast NMS instead of per-class")
 flags.DEFINE_boolean("display_masks", True, "draw masks")
@@ -69,10 +76,11 @@ flags.DEFINE_string("annotations_file", None, "COCO json of the evaluation image
 flags.DEFINE_string("image_dir", None, "folder of the evaluation / benchmark images")
 flags.DEFINE_string("tfrecord_pattern", None, "val TFRecords (glob, or a directory: its *.tfrecord* files)")
 flags.DEFINE_string("output_dir", "results", "where outputs, detections.json and metrics.json go")
-flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many images")
+flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many images", lower_bound=1)
 flags.DEFINE_string("model", None, "instead of -checkpoint: an export of export_saved_model.py, a SavedModel folder, "
                     "a .tflite (LiteRT) or a .onnx (onnxruntime); config.json / label_map.json beside it")
-flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's)")
+flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's)",
+                     lower_bound=1)
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint: compute dtype of the network "
                   "(bfloat16: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS)")
 flags.DEFINE_string("save", None, "-image / -images / -video: also save the detections shown, comma-separated "
@@ -112,20 +120,94 @@ def _saver(predictor, coco_path):
 
 
 def _write_image(path, rgb):
+    """Encode by ``path``'s extension (checked by :func:`_check_outputs`) and write atomically (utils/atomic.py)."""
     import cv2
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if not cv2.imwrite(path, rgb[..., ::-1]):
-        raise OSError(f"cannot write {path} (unknown extension or unwritable folder)")
+    from utils.atomic import atomic_file
+
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1], rgb[..., ::-1])
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    with atomic_file(path, "wb") as f:
+        f.write(encoded.tobytes())
+
+
+def _image_output(spec):
+    src, dst = _split(spec)
+    return dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0] + ".png")
+
+
+def _folder_outputs(src):
+    """[(input name, output name)] of ``-images``: ``<stem>.png``, or ``<name>.png`` (the extension kept) for names
+    whose stem another file of the folder shares (``a.jpg`` and ``a.png`` -> ``a.jpg.png`` and ``a.png.png``).
+
+    Raises:
+      UserError: two inputs would still map to one output name (names them).
+    """
+    names = sorted(n for n in os.listdir(src) if not n.startswith(".") and os.path.isfile(os.path.join(src, n)))
+    stems = {}
+    for name in names:
+        stems.setdefault(os.path.splitext(name)[0], []).append(name)
+    pairs = [(n, (os.path.splitext(n)[0] if len(stems[os.path.splitext(n)[0]]) == 1 else n) + ".png") for n in names]
+    seen = {}
+    for name, out in pairs:
+        if out in seen:
+            raise UserError(f"-images: {seen[out]} and {name} of {src} would both be written as {out}: rename one")
+        seen[out] = name
+    return pairs
+
+
+def _check_outputs(mode):
+    """Output paths checked before anything is loaded: never an input (utils/paths.py), an image extension OpenCV
+    can write, no two inputs of -images on one output name.
+
+    Raises:
+      UserError: one line naming the paths.
+    """
+    import functools
+    import glob
+
+    import cv2
+
+    from utils import paths
+
+    model = [("-checkpoint", FLAGS.checkpoint), ("-model", FLAGS.model)]
+    # a new file inside a run / export folder harms nothing; the folder itself or one above it is refused
+    check_output_not_input = functools.partial(paths.check_output_not_input, inside_ok=("-checkpoint", "-model"))
+    if mode == "image":
+        src, dst = _split(FLAGS.image)
+        dst = _image_output(FLAGS.image)
+        if not cv2.haveImageWriter(dst):
+            raise UserError(f"cannot write an image named {dst}: unknown extension (use .png, .jpg, .bmp, ...)")
+        check_output_not_input(dst, [("-image", src)] + model, "-image output" if ":" in FLAGS.image else "output")
+    elif mode == "images":
+        src, dst = _split(FLAGS.images)
+        if not dst:
+            raise UserError("-images needs in_dir:out_dir")
+        if not os.path.isdir(src):
+            raise UserError(f"input folder not found: {src}")
+        check_output_not_input(dst, [("-images", src)] + model, "-images output folder")
+        _folder_outputs(src)
+    elif mode == "video":
+        src, dst = _split(FLAGS.video)
+        if not src.isdigit():
+            check_output_not_input(dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0]
+                                                       + ".mp4"), [("-video", src)] + model,
+                                   "-video output" if dst else "output")
+    elif mode == "eval":
+        records = glob.glob(_tfrecord_pattern(FLAGS.tfrecord_pattern)) if FLAGS.tfrecord_pattern else []
+        check_output_not_input(FLAGS.output_dir, [("-annotations_file", FLAGS.annotations_file),
+                                                  ("-image_dir", FLAGS.image_dir)]
+                               + [("-tfrecord_pattern", r) for r in records] + model, "-output_dir")
 
 
 def run_image(predictor, spec):
     from yolact.ops.image_io import read_image
 
-    src, dst = _split(spec)
+    src, _ = _split(spec)
     image = read_image(src)
     result = predictor.predict(image, **_display_limits(predictor))
-    dst = dst or os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(src))[0] + ".png")
+    dst = _image_output(spec)
     _write_image(dst, _draw(predictor, image, result))
     saver = _saver(predictor, os.path.splitext(dst)[0] + ".results.json")
     if saver:
@@ -145,14 +227,10 @@ def run_folder(predictor, spec):
     from yolact.ops.image_io import ImageError, read_image
 
     src, dst = _split(spec)
-    if not dst:
-        raise UserError("-images needs in_dir:out_dir")
-    if not os.path.isdir(src):
-        raise UserError(f"input folder not found: {src}")
-    names = sorted(n for n in os.listdir(src) if not n.startswith(".") and os.path.isfile(os.path.join(src, n)))
+    outputs = dict(_folder_outputs(src))  # flags and names checked by _check_outputs
     done, skipped = 0, []
     saver = _saver(predictor, os.path.join(dst, "results.json"))
-    with tqdm(names, desc="images", unit="img") as bar:
+    with tqdm(sorted(outputs), desc="images", unit="img") as bar:
         for name in bar:
             try:
                 image = read_image(os.path.join(src, name))
@@ -160,9 +238,9 @@ def run_folder(predictor, spec):
                 skipped.append((name, e))
                 continue
             result = predictor.predict(image, **_display_limits(predictor))
-            _write_image(os.path.join(dst, os.path.splitext(name)[0] + ".png"), _draw(predictor, image, result))
-            if saver:
-                saver.add_image(result, os.path.join(dst, os.path.splitext(name)[0]), os.path.join(src, name),
+            _write_image(os.path.join(dst, outputs[name]), _draw(predictor, image, result))
+            if saver:  # per-image files named as the overlay, without its .png
+                saver.add_image(result, os.path.join(dst, outputs[name][:-len(".png")]), os.path.join(src, name),
                                 done + len(skipped) + 1)
             done += 1
     if saver:
@@ -213,9 +291,11 @@ def run_video(predictor, spec):
     webcam = src.isdigit()
     if not webcam and not os.path.isfile(src):
         raise UserError(f"video not found: {src}")
-    cap = cv2.VideoCapture(int(src) if webcam else src)
-    if not cap.isOpened():
-        raise UserError(f"cannot open video {src}")
+    with cli.native_noise_filtered():  # OpenCV's "[ WARN:0@0.1] ... can't open camera by index" lines
+        cap = cv2.VideoCapture(int(src) if webcam else src)
+        opened = cap.isOpened()
+    if not opened:
+        raise UserError(f"cannot open {'camera' if webcam else 'video'} {src}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if FLAGS.max_frames:
@@ -260,18 +340,35 @@ def run_video(predictor, spec):
 
 
 def _tfrecord_pattern(value):
-    if value and os.path.isdir(value):
-        return os.path.join(value, "*.tfrecord*")
-    return value
+    """A glob as given; a folder: its ``val-*`` shards (data/coco_tfrecord_creator.py), else its ``*.tfrecord*``
+    files when none of them is a ``train-*`` shard.
+
+    Raises:
+      UserError: a folder with train shards but no val shard (evaluating training images is never what is meant).
+    """
+    if not (value and os.path.isdir(value)):
+        return value
+    import glob
+
+    if glob.glob(os.path.join(value, "val-*.tfrecord*")):
+        return os.path.join(value, "val-*.tfrecord*")
+    if glob.glob(os.path.join(value, "train-*.tfrecord*")):
+        raise UserError(f"-tfrecord_pattern {value} holds train shards but no val-*.tfrecord shard: give a glob of "
+                        "the evaluation records")
+    return os.path.join(value, "*.tfrecord*")
+
+
+def _check_eval_flags():
+    if not FLAGS.annotations_file:
+        raise UserError("-eval needs -annotations_file")
+    if bool(FLAGS.image_dir) == bool(FLAGS.tfrecord_pattern):
+        raise UserError("-eval needs exactly one of -image_dir or -tfrecord_pattern")
 
 
 def run_eval(predictor):
     from utils.coco_eval import evaluate_dataset
 
-    if not FLAGS.annotations_file:
-        raise UserError("-eval needs -annotations_file")
-    if bool(FLAGS.image_dir) == bool(FLAGS.tfrecord_pattern):
-        raise UserError("-eval needs exactly one of -image_dir or -tfrecord_pattern")
+    _check_eval_flags()
     metrics = evaluate_dataset(predictor, FLAGS.annotations_file, image_dir=FLAGS.image_dir,
                                tfrecord_pattern=_tfrecord_pattern(FLAGS.tfrecord_pattern), output_dir=FLAGS.output_dir,
                                max_images=FLAGS.max_images)
@@ -331,16 +428,25 @@ def main(argv):
         raise UserError("give exactly one of -checkpoint (weights) or -model (an exported model)")
     if FLAGS.model and FLAGS.precision != "float32":
         raise UserError("-precision applies to -checkpoint; an exported model has its own precision")
-    from yolact.predictor import Predictor
+    if modes[0] == "eval":
+        _check_eval_flags()
+    from utils.atomic import DiskFullError
 
     try:
         if FLAGS.model:
-            from yolact.checkpoint import resolve_run
-            from yolact.runtimes import model_kind, open_model
+            from yolact.runtimes import model_kind
 
             model_kind(FLAGS.model)  # missing / unknown type: one line before anything is loaded
+        _check_outputs(modes[0])
+        from yolact.predictor import Predictor
+
+        if FLAGS.model:
+            from yolact.checkpoint import resolve_run
+            from yolact.runtimes import open_model
+
             cfg, label_map, _ = resolve_run(FLAGS.model, FLAGS.config, FLAGS.img_size, FLAGS.label_map)
-            predictor = open_model(FLAGS.model, cfg, label_map, FLAGS.num_threads)
+            with cli.native_noise_filtered():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+                predictor = open_model(FLAGS.model, cfg, label_map, FLAGS.num_threads)
         else:
             nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
             predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,
@@ -350,6 +456,8 @@ def main(argv):
          "video": lambda: run_video(predictor, FLAGS.video), "eval": lambda: run_eval(predictor),
          "benchmark": lambda: run_benchmark(predictor)}[modes[0]]()
         print(f"done in {time.perf_counter() - t0:.1f} s")
+    except DiskFullError as e:  # the file being written keeps its previous content (utils/atomic.py)
+        raise FaultError(str(e)) from None
     except (ValueError, OSError) as e:  # RunFilesError, CheckpointError, ImageError, NoImagesEvaluated, missing files
         raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 

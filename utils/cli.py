@@ -132,9 +132,10 @@ def verbose_requested(argv=None) -> bool:
 
 
 @contextlib.contextmanager
-def _startup_noise_filtered():
-    """Route file descriptor 2 into a temporary file for the block, then write back every line that is not
-    TensorFlow's C++ start-up noise (Python warnings and tracebacks printed meanwhile keep their order)."""
+def _startup_noise_filtered(noise=_STARTUP_NOISE):
+    """Route file descriptor 2 into a temporary file for the block, then write back every line that ``noise`` does
+    not match (default: TensorFlow's C++ start-up noise; Python warnings and tracebacks printed meanwhile keep their
+    order)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -147,10 +148,31 @@ def _startup_noise_filtered():
             os.close(saved)
             captured.seek(0)
             kept = [ln for ln in captured.read().decode(errors="replace").splitlines(keepends=True)
-                    if not _STARTUP_NOISE.match(ln)]
+                    if not noise.match(ln)]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+# Lines native libraries print to file descriptor 2 while a tool works: OpenCV's log records ("[ WARN:0@0.012] global
+# cap_v4l.cpp:914 open VIDEOIO(V4L2:/dev/video7): can't open camera by index"), the TFLite quantizer's settings line
+# ("fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, ...") and LiteRT's delegate notice.
+NATIVE_NOISE = re.compile(
+    r"^(\[ ?(?:WARN|ERROR|INFO|DEBUG):\d+@[\d.]+\] .*"
+    r"|fully_quantize: \d+, inference_type: .*"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)\s*$")
+
+
+@contextlib.contextmanager
+def native_noise_filtered(noise=NATIVE_NOISE):
+    """Hide the lines of native libraries (:data:`NATIVE_NOISE`) that the block prints to stderr's file descriptor
+    (every other line is written back at the end of the block); a no-op with ``-verbose`` / ``YOLACT_VERBOSE=1``.
+    Wrap short calls only (opening a camera, a conversion): a progress bar inside would appear only at the end."""
+    if verbose_requested():
+        yield
+        return
+    with _startup_noise_filtered(noise):
+        yield
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):

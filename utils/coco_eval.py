@@ -96,15 +96,25 @@ def split_results(results: Iterable[Dict]):
 
 
 def write_results(results: Sequence[Dict], output_dir) -> Dict[str, str]:
-    """Write detections.json, bbox_detections.json and mask_detections.json; returns their paths by name."""
+    """Write detections.json, bbox_detections.json and mask_detections.json, each atomically (utils/atomic.py: a
+    complete file or the previous one); returns their paths by name.
+
+    Raises:
+      utils.atomic.DiskFullError: no space left (the file being written keeps its previous content).
+    """
+    from utils.atomic import atomic_file
+
     os.makedirs(output_dir, exist_ok=True)
     bbox, segm = split_results(results)
     paths = {}
     for name, data in ((DETECTIONS_FILE, list(results)), (BBOX_FILE, bbox), (MASK_FILE, segm)):
         paths[name] = os.path.join(output_dir, name)
-        with open(paths[name], "w", encoding="utf-8") as f:
+        with atomic_file(paths[name], "w") as f:
             json.dump(data, f)
     return paths
+
+
+REQUIRED_KEYS = ("images", "annotations", "categories")
 
 
 def load_coco(annotations) -> COCO:
@@ -112,14 +122,31 @@ def load_coco(annotations) -> COCO:
 
     Raises:
       FileNotFoundError: the annotations file does not exist.
+      ValueError: not json, or not a COCO object (a dict with ``images``, ``annotations`` and ``categories``
+        lists whose entries have ids): one line naming the file.
     """
     if isinstance(annotations, COCO):
         return annotations
     path = os.fspath(annotations)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"annotations file not found: {path}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read annotations {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in REQUIRED_KEYS):
+        got = f"a json {type(data).__name__}" + (f" with keys {sorted(data)[:6]}" if isinstance(data, dict) else "")
+        raise ValueError(f"annotations {path} is not a COCO json: expected an object with lists "
+                         f"{', '.join(REQUIRED_KEYS)}, got {got}")
+    coco = COCO()
+    coco.dataset = data
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"annotations {path} is not a COCO json: an entry without {e}") from None
+    return coco
 
 
 def run_cocoeval(coco_gt: COCO, results, iou_type: str, image_ids: Optional[Sequence[int]] = None,
@@ -228,12 +255,22 @@ def iter_dataset(predictor, coco_gt: COCO, image_dir=None, tfrecord_pattern=None
                 continue
             yield image_id, predictor.predict(image)
     else:
+        import tensorflow as tf
+
         from data.parser import eval_images
 
         ds = eval_images(tfrecord_pattern)
         if max_images:
             ds = ds.take(int(max_images))
-        for image, image_id in tqdm(ds, disable=not progress, desc="eval", unit="img"):
+        records = iter(tqdm(ds, disable=not progress, desc="eval", unit="img"))
+        while True:
+            try:
+                image, image_id = next(records)
+            except StopIteration:
+                return
+            except tf.errors.OpError as e:  # DataLossError of a file that is not a TFRecord, a bad record
+                raise ValueError(f"cannot read {tfrecord_pattern} as evaluation TFRecords (data/coco_tfrecord_"
+                                 f"creator.py): {' '.join(e.message.split())[:200]}") from None
             yield int(image_id), predictor.predict(image.numpy())
 
 
@@ -257,7 +294,9 @@ def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_patte
       the annotated images of the file, at most ``max_images``), both also in metrics.json.
 
     Raises:
-      ValueError: neither or both of ``image_dir`` / ``tfrecord_pattern``; FileNotFoundError: missing files;
+      ValueError: neither or both of ``image_dir`` / ``tfrecord_pattern``; an annotations file that is not COCO
+        json; TFRecords that cannot be read or whose image ids are not in the annotations (one line, nothing
+        written); FileNotFoundError: missing files;
       NoImagesEvaluated: not one image could be evaluated (nothing is written).
     """
     if (image_dir is None) == (tfrecord_pattern is None):
@@ -267,6 +306,10 @@ def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_patte
     results, done, skipped = [], [], []
     for image_id, result in iter_dataset(predictor, coco_gt, image_dir, tfrecord_pattern, max_images, progress,
                                          skipped):
+        if image_id not in coco_gt.imgs:  # COCO.loadRes would fail at the end ("do not correspond")
+            raise ValueError(f"image id {image_id} of {tfrecord_pattern} is not in "
+                             f"{annotations_file if isinstance(annotations_file, (str, os.PathLike)) else 'the annotations'}: "
+                             "the TFRecords were made from another annotations file (or split)")
         results.extend(detections_to_coco(image_id, result))
         done.append(image_id)
     source = image_dir if image_dir is not None else tfrecord_pattern
@@ -291,7 +334,9 @@ def evaluate_dataset(predictor, annotations_file, image_dir=None, tfrecord_patte
 
 
 def _write_metrics(metrics: Dict, output_dir) -> None:
-    with open(os.path.join(output_dir, METRICS_FILE), "w", encoding="utf-8") as f:
+    from utils.atomic import atomic_file
+
+    with atomic_file(os.path.join(output_dir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=1)
         f.write("\n")
 

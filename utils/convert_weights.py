@@ -14,11 +14,14 @@ read without other model flags. One model per folder.
 
 A thin command line over yolact/torch_weights.py ``convert_file`` (accepted files, kinds of state_dict, layouts,
 YOLACT++): flags -> ``convert_file`` -> one summary line on stdout. Exit status (utils/cli.py): 0 converted; 2 a
-bad flag, a missing or unreadable file, or weights that do not fit ``-config`` (one line naming the keys; nothing
-written).
+bad flag, a missing or unreadable (e.g. truncated) file, ``-out`` that is ``-src``, or weights that do not fit
+``-config`` (one line naming the keys; nothing written); 1 no space left (the previous ``-out`` stays). ``-out`` is
+written atomically (utils/atomic.py): a killed conversion leaves the previous file, never a truncated one.
 """
 
 from __future__ import annotations
+
+import os
 
 from utils import cli
 
@@ -28,12 +31,20 @@ def main(argv):
 
     from yolact.torch_weights import convert_file
 
+    from utils.atomic import DiskFullError
+    from utils.paths import check_output_not_input
+
     f = flags.FLAGS
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments {argv[1:]}")
+    folder = os.path.dirname(os.path.abspath(f.out))
+    for output in (f.out, os.path.join(folder, "config.json"), os.path.join(folder, "label_map.json")):
+        check_output_not_input(output, [("-src", f.src)], "-out" if output == f.out else "-out's run file")
     try:
         summary = convert_file(f.src, f.config, f.out, num_classes=f.num_classes, backbone_only=f.backbone_only,
                                label_map_path=f.label_map)
+    except DiskFullError as exc:  # nothing replaced: the previous -out stays
+        raise cli.FaultError(str(exc)) from None
     except (ValueError, FileNotFoundError) as exc:  # WeightConversionError is a ValueError
         raise cli.UserError(str(exc)) from None
     what = "backbone only" if summary["kind"] != "yolact" or f.backbone_only else "full model"

@@ -175,7 +175,8 @@ def load_model(cfg, checkpoint: str):
       checkpoint: ``*.weights.h5``, a training checkpoint directory (latest checkpoint) or a checkpoint prefix.
 
     Raises:
-      CheckpointError: nothing found at ``checkpoint`` or the weights do not fit ``cfg``.
+      CheckpointError: nothing found at ``checkpoint``, weights that do not fit ``cfg``, or files that cannot be
+        read (truncated ``.data`` / ``.weights.h5``): one line naming the file.
     """
     import tensorflow as tf
 
@@ -188,7 +189,9 @@ def load_model(cfg, checkpoint: str):
         try:
             return build_model(cfg, freeze_bn=True, weights=checkpoint)
         except ValueError as e:
-            raise CheckpointError(f"cannot load {checkpoint} into {cfg.name}: {str(e).splitlines()[0]}") from None
+            raise CheckpointError(f"cannot load {checkpoint} into {cfg.name}: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 -- h5py / Keras errors of a truncated or corrupt file
+            raise CheckpointError(f"cannot read {checkpoint} (truncated or corrupt?): {_first_line(e)}") from None
     prefix = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
     if not prefix or not tf.io.gfile.exists(prefix + ".index"):
         weights = sorted(glob.glob(os.path.join(checkpoint, "*.weights.h5"))) if os.path.isdir(checkpoint) else []
@@ -200,9 +203,17 @@ def load_model(cfg, checkpoint: str):
     try:
         tf.train.Checkpoint(model_variables=checkpoint_variables(model)).read(prefix).expect_partial()\
             .assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise CheckpointError(f"checkpoint {prefix} does not fit {cfg.name}: {str(e).splitlines()[0]}") from None
+    except (AssertionError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {prefix} does not fit {cfg.name}: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 -- tf.errors.OpError, IndexError "Read less bytes than requested", ...
+        raise CheckpointError(f"cannot read checkpoint {prefix} (a truncated or corrupt .index / .data file?): "
+                              f"{_first_line(e)}") from None
     return model
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 __all__ = ["CONFIG_FILENAME", "RunFilesError", "CheckpointError", "ResolvedRun", "run_dir_of", "write_run_files",

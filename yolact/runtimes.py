@@ -159,6 +159,7 @@ class TFLiteRunner(_FileRunner):
 
         super().__init__(cfg, label_map, path)
         self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self._interpreter.allocate_tensors()  # applies XNNPACK here, not at the first run (its INFO line: see cli)
         self._check_input_size(self._interpreter.get_input_details()[0]["shape"][1])
         self._runner = self._interpreter.get_signature_runner()
 
@@ -199,13 +200,20 @@ def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None) -> 
     export's (``yolact.checkpoint.resolve_run(path)``: config.json and label_map.json beside the model).
 
     Raises:
-      ModelFileError: unknown kind, missing file, or an input size that differs from ``cfg``.
+      ModelFileError: unknown kind, missing file, a file the runtime cannot read (truncated, corrupt: one line
+        naming it), or an input size that differs from ``cfg``.
     """
     kind = model_kind(path)
-    if kind == "saved_model":
-        return SavedModelRunner(cfg, label_map, path)
-    runner = TFLiteRunner if kind == "tflite" else OnnxRunner
-    return runner(cfg, label_map, path, num_threads)
+    try:
+        if kind == "saved_model":
+            return SavedModelRunner(cfg, label_map, path)
+        runner = TFLiteRunner if kind == "tflite" else OnnxRunner
+        return runner(cfg, label_map, path, num_threads)
+    except ModelFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- each runtime has its own errors for a truncated or corrupt file
+        text = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ModelFileError(f"cannot read {path} as a {kind} model (truncated or not an export?): {text}") from None
 
 
 __all__ = ["RUNTIME_KINDS", "ModelFileError", "model_kind", "Runner", "SavedModelRunner", "TFLiteRunner",

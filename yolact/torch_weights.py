@@ -48,6 +48,7 @@ before its quiet TensorFlow start-up (utils/cli.py ``quiet_startup``).
 from __future__ import annotations
 
 import collections
+import os
 import pathlib
 import re
 
@@ -115,8 +116,13 @@ def load_state_dict_file(path) -> "collections.OrderedDict[str, np.ndarray]":
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            raw = collections.OrderedDict((k, data[k]) for k in data.files)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                raw = collections.OrderedDict((k, data[k]) for k in data.files)
+        except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, zlib.error of a truncated file
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise WeightConversionError(f"{path}: cannot read as a .npz file, truncated or corrupt? "
+                                        f"({type(exc).__name__}: {text})") from None
     else:
         try:
             import torch  # noqa: F401
@@ -456,6 +462,7 @@ def convert_file(src, config_name, out, num_classes=None, backbone_only=False, l
         label_map.json or config.json); nothing is written.
       FileNotFoundError: ``src`` or ``label_map_path`` missing.
       WeightConversionError: ``src`` unreadable or not fitting the config (a ValueError); nothing is written.
+      utils.atomic.DiskFullError: no space left (the previous ``out`` stays as it was).
     """
     if not str(out).endswith(".weights.h5"):
         raise ValueError(f"-out must end with .weights.h5 (Keras 3 weights format), got {out}")
@@ -468,9 +475,29 @@ def convert_file(src, config_name, out, num_classes=None, backbone_only=False, l
     model = build_model(cfg, freeze_bn=True)
     summary = convert_state_dict(state_dict, model, cfg, backbone_only=backbone_only)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_weights(str(out))
+    _save_weights_atomically(model, out)
     checkpoint.write_run_files(str(folder), cfg, label_map)
     return summary
+
+
+def _save_weights_atomically(model, out) -> None:
+    """``model.save_weights(out)`` through utils/atomic.py: a killed or failed conversion leaves the previous
+    ``out`` (or none), never a truncated one. Keras wants the ``.weights.h5`` suffix, so the weights are saved
+    to ``<temporary>.weights.h5`` and renamed onto the temporary inside the block.
+
+    Raises:
+      utils.atomic.DiskFullError: the disk filled up (``out`` untouched).
+    """
+    from utils.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        keras_tmp = tmp + ".weights.h5"
+        try:
+            model.save_weights(keras_tmp)
+            os.replace(keras_tmp, tmp)
+        finally:
+            if os.path.lexists(keras_tmp):
+                os.unlink(keras_tmp)
 
 
 __all__ = ["WeightConversionError", "load_state_dict_file", "detect_kind", "to_yolact_keys", "class_dependent_prefixes",
