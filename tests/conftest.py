@@ -12,6 +12,22 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Tests run in parallel (pytest-xdist, scripts/test.sh: ``-n 2 --dist loadgroup``). Each test module is one group,
+# so its module-scoped fixtures are built once; modules that share an expensive session fixture form one group so
+# that one worker builds it once (session fixtures are per worker).
+XDIST_GROUPS = {
+    "test_deploy": "r50_export", "test_export": "r50_export", "test_faults_inference_2": "r50_export",
+    "test_formats_out": "r50_export",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+            module = item.module.__name__.rsplit(".", 1)[-1]
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+
+
 SHARED = pathlib.Path(os.environ.get("YOLACT_SHARED", ROOT.parent / "shared")).resolve()
 FIXTURE = SHARED / "fixtures" / "reference_r50"
 COCO_MINI = SHARED / "data" / "coco2017_mini"

