@@ -150,10 +150,10 @@ def test_val_annotations_are_checked_before_training(records, tmp_path, content,
 def test_failed_resume_writes_nothing(records, run_folder, tmp_path):
     """-resume of a run that does not exist creates no folder; -resume from a corrupt checkpoint (truncated data
     file) with a longer -train_iter leaves config.json, label_map.json and every other file as they were."""
-    r = _cli(_common(records, tmp_path / "w", "nope")[:-12] + ["-resume"])
+    r = _cli(_common(records, tmp_path / "none", "mini")[:-12] + ["-resume"])
     assert r.returncode == 2 and _error_lines(r.stderr) == [
-        f"train.py: error: -resume: no checkpoint in {tmp_path / 'w' / 'nope'}"], r.stderr[-2000:]
-    assert not (tmp_path / "w" / "nope").exists()
+        f"train.py: error: -resume: no checkpoint in {tmp_path / 'none' / 'mini'}"], r.stderr[-2000:]
+    assert not (tmp_path / "none").exists()
     run = _copy(run_folder, tmp_path)
     data = run / "ckpt-2.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:1000])

@@ -195,6 +195,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir if self.chief else os.path.join(
             self.run_dir, f"worker_{self.strategy.cluster_resolver.task_id}")
         self.logdir = o.logdir or os.path.join(self.run_dir, "logs")
+        if o.resume and not os.path.isdir(self.ckpt_dir):
+            raise ResumeError(f"-resume: no checkpoint in {self.ckpt_dir}")
         if self.chief:
             try:
                 self._lock = RunLock(self.run_dir).acquire()
