@@ -5,12 +5,14 @@ Layout written by training (``train.py``), by the weight converter beside a ``.w
     RUN_DIR/
       config.json          every field of the resolved YolactConfig (config.to_dict), after all flags
       label_map.json       dataset category ids <-> class channels (yolact/ops/label_map.py)
-      ckpt-N.index/.data   tf.train.CheckpointManager checkpoints (training)
-      *.weights.h5         final / converted weights
+      ckpt-N.index/.data   tf.train.CheckpointManager checkpoints (training; with the config hash)
+      *.weights.h5         final / converted weights (training's: with the config hash, see write_weights)
+      .lock                held by the training run writing the folder (utils/run_lock.py)
 
 Later commands need only ``-checkpoint PATH`` where PATH is the folder, a checkpoint prefix inside it or a
 ``.weights.h5`` inside it: :func:`resolve_run` finds the folder's ``config.json`` and ``label_map.json``. An explicit
-``config_name`` / ``img_size`` / ``label_map`` that contradicts the saved files is an error, not a silent change.
+``config_name`` / ``img_size`` / ``label_map`` that contradicts the saved files is an error, not a silent change,
+and so are weights whose recorded :func:`config_hash` differs from ``config.json`` (:func:`check_config_hash`).
 """
 
 from __future__ import annotations
