@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -122,7 +123,11 @@ def test_fits_eight_real_images(coco_mini, tmp_path):
                    "-logdir", str(tmp_path / "logs")])
     # train.py's last stdout line is a JSON summary (absl/TF logging goes to stderr, interleaved here).
     summary = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith('{"step"')))
-    assert summary["step"] == TRAIN_ITER and summary["skipped"] == 0, summary
+    assert summary["step"] == TRAIN_ITER and summary["skipped"] == 0 and summary["diverged"] is False, summary
+    from yolact.training.trainer import DIVERGENCE_LOSS
+
+    totals = [float(t) for t in re.findall(r" T: ([0-9.]+) \|\|", out)]  # the progress lines' mean total loss
+    assert totals and max(totals) < DIVERGENCE_LOSS / 100, totals  # far below the divergence bound
     print(out[-3000:])
 
     results = tmp_path / "results"
