@@ -412,34 +412,84 @@ def to_dict(cfg: YolactConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+class ConfigError(ValueError):
+    """A config dict (e.g. a run folder's config.json) that :func:`from_dict` cannot take: one line naming the
+    field, e.g. ``model.img_size must be an integer, got '256' (str)``."""
+
+
+_SECTIONS = {"model": ModelConfig, "anchors": AnchorConfig, "parser": ParserConfig, "loss": LossConfig,
+             "detection": DetectionConfig, "train": TrainConfig}
+
+
+def _typed(value, hint, where: str):
+    """``value`` checked against the field annotation ``hint`` (lists become tuples, ints become floats where a
+    float is declared). Raises ConfigError naming ``where``."""
+    import typing
+
+    def bad(expected):
+        return ConfigError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    if hint is object or hint is typing.Any:
+        return tuple(value) if isinstance(value, list) else value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        elif len(args) != len(value):
+            raise bad(f"a list of {len(args)} values")
+        return tuple(_typed(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    return value  # an annotation this checker does not know: taken as it is
+
+
 def from_dict(data: dict) -> YolactConfig:
-    """The :class:`YolactConfig` that :func:`to_dict` turned into ``data`` (lists become tuples again).
+    """The :class:`YolactConfig` that :func:`to_dict` turned into ``data`` (lists become tuples again). Every value
+    is checked against its field's type (``bool``, ``int``, ``float``: an int is taken, ``str``, tuples).
 
     Raises:
-      ValueError: ``data`` is not such a dict (unknown section or field, or a section that is not an object).
+      ConfigError (a ValueError): ``data`` is not such a dict (unknown section or field, a section that is not an
+        object, a value of the wrong type: one line naming the field).
     """
+    import typing
+
     if not isinstance(data, dict):
-        raise ValueError("config must be a json object")
+        raise ConfigError("config must be a json object")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(YolactConfig)})
+    if unknown:
+        raise ConfigError(f"config has unknown sections {unknown}")
     kwargs = {}
     for f in dataclasses.fields(YolactConfig):
         if f.name not in data:
             continue
         value = data[f.name]
-        section_type = {"model": ModelConfig, "anchors": AnchorConfig, "parser": ParserConfig, "loss": LossConfig,
-                        "detection": DetectionConfig, "train": TrainConfig}.get(f.name)
+        section_type = _SECTIONS.get(f.name)
         if section_type is None:
-            kwargs[f.name] = value
+            kwargs[f.name] = _typed(value, typing.get_type_hints(YolactConfig)[f.name], f.name)
             continue
         if not isinstance(value, dict):
-            raise ValueError(f"config section {f.name!r} must be an object")
-        known = {g.name for g in dataclasses.fields(section_type)}
-        unknown = sorted(set(value) - known)
+            raise ConfigError(f"config section {f.name!r} must be an object")
+        hints = typing.get_type_hints(section_type)
+        unknown = sorted(set(value) - set(hints))
         if unknown:
-            raise ValueError(f"config section {f.name!r} has unknown fields {unknown}")
-        kwargs[f.name] = section_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(YolactConfig)})
-    if unknown:
-        raise ValueError(f"config has unknown sections {unknown}")
+            raise ConfigError(f"config section {f.name!r} has unknown fields {unknown}")
+        kwargs[f.name] = section_type(**{k: _typed(v, hints[k], f"{f.name}.{k}") for k, v in value.items()})
     return YolactConfig(**kwargs)
 
 
@@ -456,4 +506,5 @@ __all__ = [
     "feature_map_sizes",
     "to_dict",
     "from_dict",
+    "ConfigError",
 ]

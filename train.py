@@ -11,9 +11,14 @@ The run folder WEIGHTS/NAME describes itself: ``config.json`` (the resolved conf
 ``-resume`` continues from its latest checkpoint with its config.json; ``-init`` takes a run folder, a .weights.h5,
 or an original .pth/.npz.
 
+One process writes a run folder at a time (a lock on ``RUN/.lock``); a new run into a folder that holds checkpoints
+or weights needs ``-resume`` or ``-overwrite``; checkpoints and weights carry a hash of the config they were
+trained with, checked on load. Every file is written atomically.
+
 Exit status (utils/cli.py): 0 done (last stdout line: a JSON summary), 2 a bad flag or input (one line, checked
-before anything is built), 1 a data fault after saving a checkpoint, 75 interrupted by SIGINT/SIGTERM after saving
-a checkpoint (the JSON summary is printed too; continue with ``-resume``).
+before anything is built or written), 1 a fault after saving a checkpoint (data errors, a full disk, a diverged
+loss: ``"diverged": true`` in the JSON summary), 75 interrupted by SIGINT/SIGTERM after saving a checkpoint (the
+JSON summary is printed too; continue with ``-resume``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from absl import flags
 from utils.flags_util import DEFINE_number
 from yolact.training.options import MIXED_PRECISION, TrainOptions, validate_options
 
-SUMMARY_KEYS = ("step", "skipped", "data_errors", "checkpoint", "final_weights", "run_dir", "interrupted")
+SUMMARY_KEYS = ("step", "skipped", "data_errors", "checkpoint", "final_weights", "run_dir", "interrupted", "diverged",
+                "diverged_at")
 
 
 def _define_flags():
@@ -61,6 +67,8 @@ def _define_flags():
     f.DEFINE_integer("save_interval", 10000, "Save a checkpoint every N steps.")
     f.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept by the CheckpointManager.")
     f.DEFINE_bool("resume", False, "Continue from the latest checkpoint in WEIGHTS/NAME (with its config.json).")
+    f.DEFINE_bool("overwrite", False, "Start WEIGHTS/NAME anew when it already holds checkpoints or weights (its "
+                  "contents are deleted); without it such a folder is refused unless -resume.")
     f.DEFINE_string("init", None, "Initial weights: a run folder or a .weights.h5 in one (same architecture), or "
                     "an original .pth/.npz (full YOLACT or an ImageNet backbone such as the EfficientNet-Lite0 file) "
                     "converted on the fly. Another class count (fine-tuning): the class-dependent layers are "
@@ -111,6 +119,11 @@ def main(argv):
     summary = train(options, TrainRecords(os.path.join(options.tfrecord_dir, options.name)),
                     evaluate_fn=coco_evaluate)
     print(json.dumps({k: summary[k] for k in SUMMARY_KEYS}), flush=True)
+    if summary["diverged"]:
+        from yolact.training import Diverged
+
+        raise Diverged(f"training diverged from step {summary['diverged_at']} (loss non-finite or above the bound "
+                       f"for several steps); checkpoint {summary['checkpoint']}; lower -lr or set -clip_grad_norm")
     if summary["interrupted"]:
         raise cli.Interrupted(f"interrupted ({summary['interrupted']}) at step {summary['step']}; checkpoint "
                               f"{summary['checkpoint']}; continue with -resume")

@@ -124,7 +124,11 @@ def test_fits_eight_real_images(coco_mini, tmp_path):
                    "-logdir", str(tmp_path / "logs")])
     # train.py's last stdout line is a JSON summary (absl/TF logging goes to stderr, interleaved here).
     summary = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith('{"step"')))
-    assert summary["step"] == TRAIN_ITER and summary["skipped"] == 0, summary
+    assert summary["step"] == TRAIN_ITER and summary["skipped"] == 0 and summary["diverged"] is False, summary
+    from yolact.training.trainer import DIVERGENCE_LOSS
+
+    totals = [float(t) for t in re.findall(r" T: ([0-9.]+) \|\|", out)]  # the progress lines' mean total loss
+    assert totals and max(totals) < DIVERGENCE_LOSS / 100, totals  # far below the divergence bound
     print(out[-3000:])
     # The loss falls: the printed total (moving average of the last 100 finite steps) at the end is well below the
     # one after the first 11 steps.

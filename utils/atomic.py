@@ -10,8 +10,8 @@ Usage::
 
     with atomic_file("run/config.json", "w") as f:      # text or binary file object
         json.dump(data, f)
-    with atomic_path("run/model.weights.h5") as tmp:      # for writers that take a path (Keras, TensorFlow)
-        model.save_weights(tmp)
+    with atomic_path("run/model.weights.h5", suffix=".weights.h5") as tmp:  # writers that take a path (Keras
+        model.save_weights(tmp)                                            # wants its own suffix)
     with atomic_dir("exports/coco", replace=True) as tmp:  # a whole folder, renamed into place when complete
         tf.saved_model.save(module, tmp)
 """
@@ -56,9 +56,9 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _temporary_name(path: str) -> str:
+def _temporary_name(path: str, suffix: str = "") -> str:
     folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}{TMP_MARK}{next(tempfile._get_candidate_names())}")
+    return os.path.join(folder, f".{name}{TMP_MARK}{next(tempfile._get_candidate_names())}{suffix}")
 
 
 def _fsync_dir(folder: str) -> None:
@@ -94,9 +94,10 @@ def _remove(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path) -> Iterator[str]:
+def atomic_path(path, suffix: str = "") -> Iterator[str]:
     """A temporary path beside ``path`` to write a FILE to (by any writer); when the block ends without an
     exception the file is fsynced and renamed onto ``path``, else it is removed and ``path`` is untouched.
+    ``suffix`` ends the temporary's name, for writers that insist on one (Keras: ``".weights.h5"``).
 
     Raises:
       DiskFullError: the disk filled up (the temporary is removed, ``path`` untouched).
@@ -105,7 +106,7 @@ def atomic_path(path) -> Iterator[str]:
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temporary_name(path)
+    tmp = _temporary_name(path, suffix)
     try:
         yield tmp
         if not os.path.exists(tmp):

@@ -5,25 +5,32 @@ Layout written by training (``train.py``), by the weight converter beside a ``.w
     RUN_DIR/
       config.json          every field of the resolved YolactConfig (config.to_dict), after all flags
       label_map.json       dataset category ids <-> class channels (yolact/ops/label_map.py)
-      ckpt-N.index/.data   tf.train.CheckpointManager checkpoints (training)
-      *.weights.h5         final / converted weights
+      ckpt-N.index/.data   tf.train.CheckpointManager checkpoints (training; with the config hash)
+      *.weights.h5         final / converted weights (training's: with the config hash, see write_weights)
+      .lock                held by the training run writing the folder (utils/run_lock.py)
 
 Later commands need only ``-checkpoint PATH`` where PATH is the folder, a checkpoint prefix inside it or a
 ``.weights.h5`` inside it: :func:`resolve_run` finds the folder's ``config.json`` and ``label_map.json``. An explicit
-``config_name`` / ``img_size`` / ``label_map`` that contradicts the saved files is an error, not a silent change.
+``config_name`` / ``img_size`` / ``label_map`` that contradicts the saved files is an error, not a silent change,
+and so are weights whose recorded :func:`config_hash` differs from ``config.json`` (:func:`check_config_hash`).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
-import tempfile
 from typing import NamedTuple, Optional
 
+from utils.atomic import atomic_file, write_text
 from yolact.ops import label_map as label_map_lib
 
 CONFIG_FILENAME = "config.json"
+# The config hash recorded with the weights (see config_hash): a checkpoint variable, an attribute of .weights.h5
+CONFIG_HASH_KEY = "config_hash/.ATTRIBUTES/VARIABLE_VALUE"
+CONFIG_HASH_ATTR = "yolact_config_hash"
+HASHED_SECTIONS = ("model", "anchors")
 
 
 class RunFilesError(ValueError):
@@ -48,44 +55,38 @@ def run_dir_of(checkpoint: str) -> str:
     return checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))
 
 
-def _atomic_write_json(path: str, data) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _json_text(data) -> str:
+    return json.dumps(data, indent=1) + "\n"
 
 
 def write_run_files(folder: str, cfg, label_map: label_map_lib.LabelMap) -> None:
     """Write ``config.json`` (every field of ``cfg``) and ``label_map.json`` into ``folder`` (created if needed),
-    each atomically (temporary file + rename).
+    each atomically (utils/atomic.py: a complete new file or the previous one, also on a full disk).
+
+    Args:
+      folder: the run folder (str or path).
+      cfg: the YolactConfig; label_map: its LabelMap.
 
     Raises:
-      ValueError: the label map's class count differs from ``cfg.num_classes``.
+      ValueError: the label map's class count differs from ``cfg.num_classes`` (nothing written).
+      utils.atomic.DiskFullError: the disk filled up (the previous file stays).
+      OSError: the folder cannot be written.
     """
     from config import to_dict
 
     if label_map.num_classes != cfg.num_classes:
         raise ValueError(f"label map has {label_map.num_classes} classes incl. background, config {cfg.num_classes}")
     os.makedirs(folder, exist_ok=True)
-    _atomic_write_json(os.path.join(folder, CONFIG_FILENAME), to_dict(cfg))
-    _atomic_write_json(os.path.join(folder, label_map_lib.LABEL_MAP_FILENAME), label_map.to_json_dict())
+    write_text(os.path.join(folder, CONFIG_FILENAME), _json_text(to_dict(cfg)))
+    write_text(os.path.join(folder, label_map_lib.LABEL_MAP_FILENAME), _json_text(label_map.to_json_dict()))
 
 
 def read_config(folder: str):
-    """The YolactConfig saved in ``folder/config.json``.
+    """The YolactConfig saved in ``folder/config.json``, every value type-checked (config.py ``from_dict``).
 
     Raises:
-      RunFilesError: missing, not json, or not a config written by :func:`write_run_files`.
+      RunFilesError: missing, not json, or not a config written by :func:`write_run_files` (an unknown field, a
+        value of the wrong type such as ``"img_size": "256"``): one line naming the file and the field.
     """
     from config import from_dict
 
@@ -97,6 +98,93 @@ def read_config(folder: str):
             return from_dict(json.load(f))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as e:
         raise RunFilesError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+
+
+def config_hash(cfg) -> str:
+    """sha256 (hex) of the canonical json of the config's ``model`` and ``anchors`` sections: what the weights
+    mean (architecture, input size and normalisation, class count, anchors). ``name``, ``parser``, ``loss``,
+    ``detection`` and ``train`` are left out: a resumed run may change them (e.g. a longer ``-train_iter``) and
+    the same weights still fit. Recorded with every training checkpoint and ``.weights.h5`` written by
+    :func:`write_weights`; :func:`check_config_hash` compares it on load."""
+    from config import to_dict
+
+    data = {k: v for k, v in to_dict(cfg).items() if k in HASHED_SECTIONS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def recorded_config_hash(checkpoint: str) -> Optional[str]:
+    """The config hash recorded in ``checkpoint`` (a ``.weights.h5`` or a checkpoint prefix), or None when it
+    holds none (written before hashes, or by another tool) or cannot be read (the loader reports that)."""
+    checkpoint = os.fspath(checkpoint)
+    try:
+        if checkpoint.endswith(".weights.h5"):
+            import h5py
+
+            with h5py.File(checkpoint, "r") as f:
+                value = f.attrs.get(CONFIG_HASH_ATTR)
+        else:
+            import tensorflow as tf
+
+            reader = tf.train.load_checkpoint(checkpoint)
+            value = reader.get_tensor(CONFIG_HASH_KEY) if reader.has_tensor(CONFIG_HASH_KEY) else None
+    except Exception:  # noqa: BLE001 (a truncated / foreign file: the loader gives the one-line error)
+        return None
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return str(value) if value is not None else None
+
+
+def check_config_hash(cfg, checkpoint: str, config_path: Optional[str] = None) -> None:
+    """Check that ``checkpoint`` was written for ``cfg`` (:func:`config_hash`); a checkpoint without a recorded
+    hash passes.
+
+    Raises:
+      CheckpointError: the recorded hash differs: config.json and the weights describe different models.
+    """
+    recorded = recorded_config_hash(checkpoint)
+    if recorded is not None and recorded != config_hash(cfg):
+        where = config_path or os.path.join(run_dir_of(checkpoint), CONFIG_FILENAME)
+        raise CheckpointError(f"{checkpoint} was saved for another model than {where} describes (config hash "
+                              f"{recorded[:12]} vs {config_hash(cfg)[:12]}): restore the run's own config.json, "
+                              "or train anew with -overwrite")
+
+
+def write_weights(model, path: str, cfg) -> str:
+    """``model``'s weights as a Keras ``.weights.h5`` at ``path``, with :func:`config_hash` of ``cfg`` as an
+    attribute, written atomically: Keras serialises into memory (its HDF5 writer crashes the process on a full
+    disk, exit 139), then the bytes go through utils/atomic.py.
+
+    Returns:
+      ``path``.
+    Raises:
+      utils.atomic.DiskFullError: the disk filled up (no file at ``path`` changed, no temporary left).
+      OSError: the folder cannot be written.
+    """
+    import io
+
+    import h5py
+
+    path = os.fspath(path)
+    buffer = io.BytesIO()
+    try:
+        from keras.src.saving import saving_lib
+
+        store = saving_lib.H5IOStore(buffer, mode="w")
+        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+        store.close()
+    except (ImportError, AttributeError, TypeError):  # another Keras: its public writer on a temporary file
+        from utils.atomic import atomic_path
+
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+            with h5py.File(tmp, "a") as f:
+                f.attrs[CONFIG_HASH_ATTR] = config_hash(cfg)
+        return path
+    with h5py.File(buffer, "a") as f:
+        f.attrs[CONFIG_HASH_ATTR] = config_hash(cfg)
+    with atomic_file(path, "wb") as f:
+        f.write(buffer.getbuffer())
+    return path
 
 
 def resolve_run(checkpoint: Optional[str], config_name: Optional[str] = None, img_size: Optional[int] = None,
@@ -175,8 +263,9 @@ def load_model(cfg, checkpoint: str):
       checkpoint: ``*.weights.h5``, a training checkpoint directory (latest checkpoint) or a checkpoint prefix.
 
     Raises:
-      CheckpointError: nothing found at ``checkpoint``, weights that do not fit ``cfg``, or files that cannot be
-        read (truncated ``.data`` / ``.weights.h5``): one line naming the file.
+      CheckpointError: nothing found at ``checkpoint``, weights that do not fit ``cfg``, files that cannot be read
+        (truncated ``.data`` / ``.weights.h5``), or weights saved for another config (:func:`check_config_hash`):
+        one line naming the file.
     """
     import tensorflow as tf
 
@@ -186,6 +275,7 @@ def load_model(cfg, checkpoint: str):
     if checkpoint.endswith(".weights.h5"):
         if not os.path.isfile(checkpoint):
             raise CheckpointError(f"weights file not found: {checkpoint}")
+        check_config_hash(cfg, checkpoint)
         try:
             return build_model(cfg, freeze_bn=True, weights=checkpoint)
         except ValueError as e:
@@ -199,6 +289,7 @@ def load_model(cfg, checkpoint: str):
             return load_model(cfg, weights[0])
         raise CheckpointError(f"no checkpoint found at {checkpoint} (expected a .weights.h5, a checkpoint "
                               "directory or prefix)")
+    check_config_hash(cfg, prefix)
     model = build_model(cfg, freeze_bn=True)
     try:
         tf.train.Checkpoint(model_variables=checkpoint_variables(model)).read(prefix).expect_partial()\
@@ -217,4 +308,5 @@ def _first_line(error: BaseException) -> str:
 
 
 __all__ = ["CONFIG_FILENAME", "RunFilesError", "CheckpointError", "ResolvedRun", "run_dir_of", "write_run_files",
-           "read_config", "resolve_run", "load_model"]
+           "read_config", "config_hash", "recorded_config_hash", "check_config_hash", "write_weights", "resolve_run",
+           "load_model"]

@@ -28,7 +28,8 @@ Only the options module is imported eagerly (no TensorFlow): ``train.py -help`` 
 from yolact.training.options import OptionError, TrainOptions, resolve_config, validate_options
 
 _LAZY = {"Trainer": "trainer", "train": "trainer", "DataError": "trainer", "DataFault": "trainer",
-         "ResumeError": "trainer", "YolactTask": "task", "InitError": "task"}
+         "ResumeError": "trainer", "DiskFull": "trainer", "Diverged": "trainer", "YolactTask": "task",
+         "InitError": "task"}
 
 
 def __getattr__(name):

@@ -63,6 +63,7 @@ class TrainOptions:
     save_data_state: bool = False
     shuffle: bool = True
     clip_grad_norm: float = 0.0
+    overwrite: bool = False
 
     @property
     def run_dir(self) -> str:
@@ -106,6 +107,7 @@ def validate_options(o: TrainOptions) -> TrainOptions:
         (not (o.clip_grad_norm and o.mixed_precision == "float16"),
          "-clip_grad_norm does not combine with -mixed_precision float16 (loss-scaled gradients); use bfloat16"),
         (not (o.resume and o.init), "-resume continues the run's own weights: drop -init"),
+        (not (o.resume and o.overwrite), "-resume continues the run folder, -overwrite starts it anew: pick one"),
         (not o.val_interval or o.val_annotations, "-val_interval needs -val_annotations"),
         (bool(o.name) and os.sep not in o.name, f"-name must be a plain folder name, got {o.name!r}"),
     ]
@@ -120,6 +122,29 @@ def validate_options(o: TrainOptions) -> TrainOptions:
     if o.lr_steps is not None:
         o = dataclasses.replace(o, lr_steps=_parse_lr_steps(o.lr_steps))
     return o
+
+
+def check_val_annotations(path: str) -> None:
+    """``-val_annotations`` must be a COCO json: an object with ``images``, ``annotations`` and ``categories``
+    lists (checked when validation is on, before anything is built or written).
+
+    Raises:
+      OptionError: missing or unreadable file, not json, or not such an object (one line naming the file).
+    """
+    import json
+
+    if not os.path.isfile(path):
+        raise OptionError(f"-val_annotations not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise OptionError(f"-val_annotations {path} is not readable json: {' '.join(str(e).split())[:200]}") from None
+    missing = [k for k in ("images", "annotations", "categories")
+               if not isinstance(data, dict) or not isinstance(data.get(k), list)]
+    if missing:
+        raise OptionError(f"-val_annotations {path} is not a COCO annotation file (no {', '.join(missing)} "
+                          "list)")
 
 
 def check_img_size(cfg) -> None:
@@ -196,5 +221,5 @@ def resolve_config(o: TrainOptions, label_map, log=print):
     return cfg, saved is not None
 
 
-__all__ = ["MIXED_PRECISION", "OptionError", "TrainOptions", "validate_options", "check_img_size",
-           "resolve_config"]
+__all__ = ["MIXED_PRECISION", "OptionError", "TrainOptions", "validate_options", "check_val_annotations",
+           "check_img_size", "resolve_config"]
