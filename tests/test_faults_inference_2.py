@@ -384,13 +384,12 @@ def test_converter_writes_out_atomically(fixture_weights_path, tmp_path):
     r = _cli("utils.convert_weights", "-src", fixture_weights_path, "-config", "yolact_resnet50", "-out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     before = _state(out.parent)
-    half_then = ("import keras, os, signal, errno\n"
-                 "_save = keras.Model.save_weights\n"
-                 "def save_weights(self, path, *a, **k):\n"
-                 "    _save(self, path, *a, **k)\n"
-                 "    with open(path, 'r+b') as f: f.truncate(os.path.getsize(path) // 2)\n"
+    # The weights file is written, then fsynced before its rename: cut it to half there, then die or fail.
+    half_then = ("import os, signal, errno\n"
+                 "def fsync(fd):\n"
+                 "    os.ftruncate(fd, os.fstat(fd).st_size // 2)\n"
                  "    {}\n"
-                 "keras.Model.save_weights = save_weights\n")
+                 "os.fsync = fsync\n")
     r = _cli("utils.convert_weights", "-src", fixture_weights_path, "-config", "yolact_resnet50", "-out", out,
              prelude=half_then.format("os.kill(os.getpid(), signal.SIGKILL)"))
     assert r.returncode == -9, r.stderr[-3000:]

@@ -475,29 +475,9 @@ def convert_file(src, config_name, out, num_classes=None, backbone_only=False, l
     model = build_model(cfg, freeze_bn=True)
     summary = convert_state_dict(state_dict, model, cfg, backbone_only=backbone_only)
     folder.mkdir(parents=True, exist_ok=True)
-    _save_weights_atomically(model, out)
+    checkpoint.write_weights(model, str(out), cfg)  # atomic, with the config hash
     checkpoint.write_run_files(str(folder), cfg, label_map)
     return summary
-
-
-def _save_weights_atomically(model, out) -> None:
-    """``model.save_weights(out)`` through utils/atomic.py: a killed or failed conversion leaves the previous
-    ``out`` (or none), never a truncated one. Keras wants the ``.weights.h5`` suffix, so the weights are saved
-    to ``<temporary>.weights.h5`` and renamed onto the temporary inside the block.
-
-    Raises:
-      utils.atomic.DiskFullError: the disk filled up (``out`` untouched).
-    """
-    from utils.atomic import atomic_path
-
-    with atomic_path(out) as tmp:
-        keras_tmp = tmp + ".weights.h5"
-        try:
-            model.save_weights(keras_tmp)
-            os.replace(keras_tmp, tmp)
-        finally:
-            if os.path.lexists(keras_tmp):
-                os.unlink(keras_tmp)
 
 
 __all__ = ["WeightConversionError", "load_state_dict_file", "detect_kind", "to_yolact_keys", "class_dependent_prefixes",
