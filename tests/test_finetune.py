@@ -101,9 +101,18 @@ def _check_partial_load(model, source_sd, log_lines, source):
 def test_finetune_original_weights_on_10_categories_trains(records10, source_npz, plus_state_dict, tmp_path):
     """-init an original-format state_dict (81 classes) on an 11-class dataset at 256 px: all but the three
     class-dependent layers loaded exactly, those re-initialised and logged; three training steps with finite
-    losses (I included)."""
+    losses (I included) that stay bounded.
+
+    Clipped to a global gradient norm of 20 (as tests/test_plus_training.py trains the same fixture): the fixture's
+    backbone is random, not ImageNet-trained, and its step-0 gradient norm is 65,413 here (backbone 65,412; the
+    three re-initialised layers and the rest of the head < 320), so the unclipped first step at the warm-up lr 1e-4
+    moves the weights by 6.5 and the run diverges: total loss 48.6, then 8.3e5, then B 1.5e36, S 6e30 and C at the
+    float32 limit, so whether C's sum overflows to inf (step 2 on an Intel Xeon; the test passed on the AMD EPYC
+    of earlier runs) depends on the CPU's summation order. The losses are not at fault (step 0 is finite and the
+    gradients match the original's, tests/test_gradients.py); the original's train.py has no clipping and would
+    take the same step. Clipped: 48.6, 67.6, 59.8."""
     lines = []
-    t = _trainer(_opts(records10, tmp_path / "w", source_npz), lines.append)
+    t = _trainer(_opts(records10, tmp_path / "w", source_npz, clip_grad_norm=20.0), lines.append)
     t.setup()
     assert t.cfg.num_classes == 11
     _check_partial_load(t.model, plus_state_dict, lines, source_npz)
@@ -112,6 +121,7 @@ def test_finetune_original_weights_on_10_categories_trains(records10, source_npz
     for h in summary["history"]:
         for k in ("B", "C", "M", "S", "I", "total"):
             assert np.isfinite(h[k]), (k, h)
+        assert h["total"] < 1e3, h  # not diverging (a finite 1e36 would pass the check above)
     assert json.loads((tmp_path / "w" / "ten" / "config.json").read_text())["model"]["num_classes"] == 11
 
 

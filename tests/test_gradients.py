@@ -11,8 +11,13 @@ order) differs from its NCHW run by up to 1.5e-2 in the backbone, and a 1e-5 rel
 (the size of our forward error) changes them by a similar amount. The FPN P4 layer is further off (2.6e-2 in M)
 because 6 of its 627,200 pre-activations are within 1.1e-4 of 0 and fall on the other side of the ReLU than in
 the original, next to positive anchors; with the original's ReLU pattern our weight gradient matches to 1e-5
-(tests/data/README.md). Such sign flips are inherent to float32, hence 5e-2 there. A real error (missing term, wrong scale, wrong
-layout, BN not frozen, a wrong custom gradient) gives O(1) differences in these checks.
+(tests/data/README.md). Such sign flips are inherent to float32, hence 5e-2 there. The head's first conv has the same
+kind of flip on an Intel Xeon with AVX-512 (oneDNN's convolution kernels sum in another order than on the AMD EPYC
+where the tolerances were measured): one of its 3.28 M pre-activations (image 1, P4 y=20 x=8, channel 73: ours
++2.0e-5, the original's -2.7e-5) sits under a positive anchor's box regression and moves the B gradient of
+`upfeature.0.bias` by 1.4e-3 relative; with the original's ReLU pattern it matches to 3.2e-6, hence 2e-3 for that one
+tensor (FULL_TOL_KEY). A real error (missing term, wrong scale, wrong layout, BN not frozen, a wrong custom gradient)
+gives O(1) differences in these checks.
 """
 
 import pathlib
@@ -31,6 +36,13 @@ TERMS = ("B", "C", "M", "S", "total")
 GROUPS = ("backbone", "fpn", "proto_net", "prediction_layers", "semantic_seg_conv")
 # Per-tensor relative error ||ours - ref|| / ||ref|| of full gradient tensors (measured maxima in the README).
 FULL_TOL = {"backbone": 5e-2, "fpn": 5e-2, "proto_net": 1e-3, "prediction_layers": 1e-3, "semantic_seg_conv": 1e-3}
+# Per-tensor exceptions to FULL_TOL (full tensors and per-channel norm vectors). upfeature.0.bias in B: 1.39e-3
+# measured on an Intel Xeon (AVX-512, oneDNN); C 3.0e-5, M 3.4e-4, total 5.5e-4 there; <= 1.5e-5 on the AMD EPYC
+# of the README table. Cause: a single float32 ReLU sign flip of its pre-activation (|x| ~2e-5) next to a
+# positive anchor, where the box-loss gradient is 2.7e-4 per element; with the original's ReLU pattern (the sign of
+# a float64 conv of the original's P3..P7 from outputs.npz) the gradient matches to 3.2e-6, and with
+# TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels, no flip there) to 2.4e-6 (tests/data/README.md).
+FULL_TOL_KEY = {"prediction_layers.0.upfeature.0.bias": 2e-3}
 # Per-tensor | ||ours|| / ||ref|| - 1 | for all 89 trainable tensors (measured: 3.8e-3, 1.5e-3, 8e-6, 3e-6, 3e-7).
 NORM_TOL = {"backbone": 1e-2, "fpn": 5e-3, "proto_net": 1e-4, "prediction_layers": 1e-4, "semantic_seg_conv": 1e-4}
 # Parameters each term reaches in the original (the others get no gradient).
@@ -39,6 +51,10 @@ EXPECTED_REACH = {"B": 73, "C": 73, "M": 83, "S": 63, "total": 89}
 
 def _group(key):
     return next(g for g in GROUPS if key.startswith(g))
+
+
+def _full_tol(key):
+    return FULL_TOL_KEY.get(key, FULL_TOL[_group(key)])
 
 
 def _to_torch_layout(array):
@@ -132,7 +148,7 @@ def test_per_channel_gradient_norms_match_original(ours, ref, term):
         g = grads[term][key].astype(np.float64)
         o = np.sqrt((g.reshape(g.shape[0], -1) ** 2).sum(1))
         e = _rel(o, r)
-        if e > FULL_TOL[_group(key)]:
+        if e > _full_tol(key):
             bad.append((key, e))
     assert not bad, bad
 
@@ -144,7 +160,7 @@ def test_full_gradients_match_original(ours, ref, term):
     stored = [k.split("/", 1)[1] for k in ref if k.startswith(term + "/")]
     assert len(stored) >= 5
     errors = {key: _rel(grads[term][key], ref[f"{term}/{key}"]) for key in stored}
-    bad = {k: e for k, e in errors.items() if e > FULL_TOL[_group(k)]}
+    bad = {k: e for k, e in errors.items() if e > _full_tol(k)}
     assert not bad, bad
 
 
