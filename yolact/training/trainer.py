@@ -175,7 +175,7 @@ class Trainer:
             self.label_map = self.data.label_map
             count = self.data.count()
         except (OSError, ValueError) as e:
-            raise DataError(_one_line(e, 300)) from None
+            raise DataError(_one_line(e, 1000)) from None
         for path in count.unreadable:
             self.log(f"(warning: {path} is corrupt; its records after the error are skipped)")
         if count.trainable == 0:
@@ -380,7 +380,7 @@ class Trainer:
             return self.strategy.distribute_datasets_from_function(
                 lambda ctx: self.task.build_inputs(seed, ctx)), True
         except ValueError as e:
-            raise DataError(_one_line(e, 300)) from None
+            raise DataError(_one_line(e, 1000)) from None
 
     def _next_batch(self, iterator):
         """The next batch, skipping and counting records that raise data errors. None when stopped meanwhile.
