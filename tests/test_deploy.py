@@ -215,7 +215,8 @@ def test_inference_eval_is_the_same_through_checkpoint_and_every_export(exported
     """The issue's acceptance check: ``inference.py -eval`` on the fixture's two real photos (100 detections each)
     through ``-checkpoint RUN``, ``-model EXPORT_DIR``, ``-model yolact_float32.tflite`` and ``-model yolact.onnx``:
     the same detections.json (categories, scores within 1e-4, boxes within 1 px, mask IoU >= 0.98)."""
-    ann, image_dir = _photo_dataset(tmp_path)
+    (tmp_path / "photos").mkdir()
+    ann, image_dir = _photo_dataset(tmp_path / "photos")
     common = ["-eval", "-annotations_file", str(ann), "-image_dir", str(image_dir)]
     forms = {"checkpoint": ["-checkpoint", str(r50_weights)], "saved_model": ["-model", str(exported)],
              "tflite": ["-model", str(exported / "yolact_float32.tflite"), "-num_threads", "2"],

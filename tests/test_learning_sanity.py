@@ -128,7 +128,7 @@ def test_fits_eight_real_images(coco_mini, tmp_path):
     from yolact.training.trainer import DIVERGENCE_LOSS
 
     totals = [float(t) for t in re.findall(r" T: ([0-9.]+) \|\|", out)]  # the progress lines' mean total loss
-    assert totals and max(totals) < DIVERGENCE_LOSS / 100, totals  # far below the divergence bound
+    assert totals and max(totals) < DIVERGENCE_LOSS / 10, totals  # far below the divergence bound (start: ~107)
     print(out[-3000:])
     # The loss falls: the printed total (moving average of the last 100 finite steps) at the end is well below the
     # one after the first 11 steps.

@@ -149,9 +149,9 @@ def check_config_hash(cfg, checkpoint: str, config_path: Optional[str] = None) -
                               "or train anew with -overwrite")
 
 
-def write_weights(model, path: str, cfg) -> str:
+def write_weights(model, path: str, cfg=None) -> str:
     """``model``'s weights as a Keras ``.weights.h5`` at ``path``, with :func:`config_hash` of ``cfg`` as an
-    attribute, written atomically: Keras serialises into memory (its HDF5 writer crashes the process on a full
+    attribute (none when ``cfg`` is None: weights meant for any img_size, e.g. converted ones), written atomically: Keras serialises into memory (its HDF5 writer crashes the process on a full
     disk, exit 139), then the bytes go through utils/atomic.py.
 
     Returns:
@@ -177,11 +177,13 @@ def write_weights(model, path: str, cfg) -> str:
 
         with atomic_path(path, suffix=".weights.h5") as tmp:
             model.save_weights(tmp)
-            with h5py.File(tmp, "a") as f:
-                f.attrs[CONFIG_HASH_ATTR] = config_hash(cfg)
+            if cfg is not None:
+                with h5py.File(tmp, "a") as f:
+                    f.attrs[CONFIG_HASH_ATTR] = config_hash(cfg)
         return path
-    with h5py.File(buffer, "a") as f:
-        f.attrs[CONFIG_HASH_ATTR] = config_hash(cfg)
+    if cfg is not None:
+        with h5py.File(buffer, "a") as f:
+            f.attrs[CONFIG_HASH_ATTR] = config_hash(cfg)
     with atomic_file(path, "wb") as f:
         f.write(buffer.getbuffer())
     return path

@@ -475,7 +475,7 @@ def convert_file(src, config_name, out, num_classes=None, backbone_only=False, l
     model = build_model(cfg, freeze_bn=True)
     summary = convert_state_dict(state_dict, model, cfg, backbone_only=backbone_only)
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_weights(model, str(out), cfg)  # atomic, with the config hash
+    checkpoint.write_weights(model, str(out))  # atomic; no config hash: converted weights fit any img_size
     checkpoint.write_run_files(str(folder), cfg, label_map)
     return summary
 
