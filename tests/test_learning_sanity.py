@@ -101,7 +101,7 @@ def test_selection_is_the_documented_subset(coco_mini):
     assert len({a["category_id"] for a in anns}) == 10
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # 8-9 min of the 20-min CI budget: a release check (bash scripts/test.sh --all)
 def test_fits_eight_real_images(coco_mini, tmp_path):
     image_dir = coco_mini / "train2017"
     subset_json = tmp_path / "sanity_train.json"

@@ -112,6 +112,7 @@ def _run(opts, stop_at_step=None):
     return t, t.run()
 
 
+@pytest.mark.extended  # YOLACT's resume equality runs in CI (tests/test_train.py); this one for a release
 def test_plus_resume_after_interruption_equals_uninterrupted_run(records, plus_npz, tmp_path):
     """As tests/test_train.py's lite0 resume test, for YOLACT++ (DCN backbone, mask-IoU net, I loss): 4 steps in
     one go vs 2 steps, stop, -resume for 2 more: same lr and losses (I included) at steps 2, 3, the same weights

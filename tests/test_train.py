@@ -246,7 +246,7 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # two training processes (tf.distribute multi-worker): a release check
 def test_two_workers_multiworker_mirrored_end_with_identical_weights(records, tmp_path):
     import h5py
 
