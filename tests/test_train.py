@@ -281,6 +281,22 @@ def test_two_workers_multiworker_mirrored_end_with_identical_weights(records, tm
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.slow
+def test_short_real_training_lowers_the_loss(records, tmp_path, shared_dir):
+    """30 steps on real COCO images from ImageNet EfficientNet-Lite0 features, the original's lr schedule (warmup
+    from 1e-4): mean loss of the last 8 steps is clearly below that of the first 8 (augmentation off, so the
+    images repeat). At 160 px the many tiny COCO objects of these images make the loss rise early on (the mask loss
+    is divided by each GT box's area in prototype pixels); the gradients equal the original's
+    (tests/test_gradients.py), so 256 px is used."""
+    init = shared_dir / "weights" / "efficientnet-lite0-57934424.npz"
+    _, s = _run(_opts(records, tmp_path / "w", train_iter=30, img_size=256, batch_size=4,
+                      augment=False, deterministic=False, save_data_state=False, init=str(init)))
+    totals = [h["total"] for h in s["history"]]
+    assert s["skipped"] == 0 and len(totals) == 30 and np.all(np.isfinite(totals))
+    first, last = np.mean(totals[:8]), np.mean(totals[-8:])
+    assert last < 0.8 * first, (first, last)
+
+
 def test_checkpoint_holds_every_model_weight(records, tmp_path):
     """A training checkpoint restored by the inference loader gives exactly the trained weights (all of them)."""
     from yolact.model import checkpoint_variables
