@@ -158,11 +158,24 @@ def main(argv: Sequence[str]) -> None:
         raise CreatorError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.output_dir:
         raise CreatorError("-output_dir is required")
+    try:
+        print(_create(FLAGS))
+    except OSError as e:  # every format: the same writer, the same one line
+        reason = "no space left on the device" if atomic.is_disk_full(e) else " ".join(str(e).split())
+        raise cli.FaultError(f"cannot write {FLAGS.output_dir}: {reason}; nothing written, the previous output, if "
+                             "any, is unchanged") from None
+
+
+def _create(FLAGS) -> str:
+    """The run of ``-format``: COCO here, LabelMe / YOLO-seg through data/dataset_formats.py; returns the summary.
+
+    Raises:
+      CreatorError: flags that do not fit the format, bad input; OSError: writing failed.
+    """
     if FLAGS.format != "coco":  # LabelMe / YOLO-seg: their readers, the same writer
         from data import dataset_formats
 
-        print(dataset_formats.main(FLAGS))
-        return
+        return dataset_formats.main(FLAGS)
     if FLAGS.labels or FLAGS.data_yaml:
         raise CreatorError("-labels and -data_yaml need -format labelme / -format yolo")
     specs = []
@@ -172,13 +185,8 @@ def main(argv: Sequence[str]) -> None:
             raise CreatorError(f"-{split}_image_dir and -{split}_annotations_file must be given together")
         if image_dir:
             specs.append(coco_json.SplitSpec(split, image_dir, ann))
-    try:
-        report = create_tfrecords(specs, FLAGS.output_dir, FLAGS.num_shards, FLAGS.num_workers, FLAGS.strict)
-    except OSError as e:
-        reason = "no space left on the device" if atomic.is_disk_full(e) else " ".join(str(e).split())
-        raise cli.FaultError(f"cannot write {FLAGS.output_dir}: {reason}; nothing written, the previous output, if "
-                             "any, is unchanged") from None
-    print(shards.format_summary(report))
+    report = create_tfrecords(specs, FLAGS.output_dir, FLAGS.num_shards, FLAGS.num_workers, FLAGS.strict)
+    return shards.format_summary(report)
 
 
 if __name__ == "__main__":

@@ -101,20 +101,15 @@ def main(flag_values) -> str:
 
     Raises:
       CreatorError: flags that do not fit the format (e.g. ``-train_annotations_file``), bad input.
-      utils.cli.FaultError: writing failed (the previous output stays).
+      OSError: writing failed (the previous output stays; the CLI turns it into its one line, exit 1).
     """
-    from utils import cli
-
     FLAGS = flag_values
     given = [f"-{s}_annotations_file" for s in SPLITS if FLAGS[f"{s}_annotations_file"].value]
     if given:
         raise CreatorError(f"{', '.join(given)} belongs to -format coco; -format {FLAGS.format} reads its own "
                            "annotations")
     image_dirs = {s: FLAGS[f"{s}_image_dir"].value for s in SPLITS if FLAGS[f"{s}_image_dir"].value}
-    try:
-        report = create_from_format(FLAGS.format, FLAGS.output_dir, image_dirs, FLAGS.labels, FLAGS.data_yaml,
-                                    FLAGS.num_shards, FLAGS.num_workers, FLAGS.strict)
-    except OSError as e:
-        raise cli.FaultError(f"cannot write {FLAGS.output_dir}: {e}; the previous output, if any, is unchanged")
+    report = create_from_format(FLAGS.format, FLAGS.output_dir, image_dirs, FLAGS.labels, FLAGS.data_yaml,
+                                FLAGS.num_shards, FLAGS.num_workers, FLAGS.strict)
     jsons = ", ".join(report["coco_json"].values())
     return shards.format_summary(report) + f"\nCOCO json of each split: {jsons}"

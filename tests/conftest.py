@@ -100,6 +100,22 @@ def r50_export(tmp_path_factory, r50_weights):
 
 
 @pytest.fixture(scope="session")
+def run128(tmp_path_factory, r50_weights):
+    """A run folder with :func:`r50_weights`' file, config.json of yolact_resnet50 at 128 px (the weights do not
+    depend on img_size; small inputs keep each CLI call cheap) and COCO's label_map.json. Read-only for the tests."""
+    import shutil
+
+    from config import get_config
+    from yolact.checkpoint import write_run_files
+    from yolact.ops.label_map import coco_label_map
+
+    folder = tmp_path_factory.mktemp("run128")
+    shutil.copy(r50_weights, folder / "r50.weights.h5")
+    write_run_files(folder, get_config("yolact_resnet50", img_size=128), coco_label_map())
+    return folder
+
+
+@pytest.fixture(scope="session")
 def fixture_targets(fixture_inputs):
     """Training targets of the fixture's two images built by data/targets.build_targets (crowds are the last
     ``num_crowds`` rows; labels become class channels label + 1), batched: dict of tf tensors [2, ...]."""

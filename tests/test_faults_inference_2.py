@@ -7,7 +7,6 @@ a previous output / export intact. Model: the session's converted fixture ResNet
 runpy in a subprocess whose prelude patches the writer: no test hook in library code.
 """
 
-import errno  # noqa: F401  (used in the subprocess preludes' text)
 import json
 import os
 import shutil
@@ -62,19 +61,6 @@ def _state(*roots):
 
 def _temporaries(folder):
     return [os.path.join(d, n) for d, ds, ns in os.walk(folder) for n in ns + ds if ".tmp-" in n]
-
-
-@pytest.fixture(scope="module")
-def run128(tmp_path_factory, r50_weights):
-    """A run folder: the session's converted r50.weights.h5, config.json (yolact_resnet50 at 128), label_map.json."""
-    from config import get_config
-    from yolact.checkpoint import write_run_files
-    from yolact.ops.label_map import coco_label_map
-
-    folder = tmp_path_factory.mktemp("run128")
-    shutil.copy(r50_weights, folder / "r50.weights.h5")
-    write_run_files(folder, get_config("yolact_resnet50", img_size=128), coco_label_map())
-    return folder
 
 
 @pytest.fixture(scope="module")

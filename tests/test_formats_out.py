@@ -51,19 +51,6 @@ def _record_masks(out):
     return recs
 
 
-@pytest.fixture(scope="module")
-def run128(tmp_path_factory, r50_weights):
-    """A run folder: the fixture's converted weights, config.json at 128 px, COCO's label map."""
-    from config import get_config
-    from yolact.checkpoint import write_run_files
-    from yolact.ops.label_map import coco_label_map
-
-    folder = tmp_path_factory.mktemp("run128")
-    shutil.copy(r50_weights, folder / "r50.weights.h5")
-    write_run_files(folder, get_config("yolact_resnet50", img_size=128), coco_label_map())
-    return folder
-
-
 def test_mask_with_hole_and_parts_round_trips(media_dir, tmp_path):
     """Without a model: a detection with two parts and a hole, another overlapping it; LabelMe -> -format labelme
     gives the masks back, the PNG holds the better detection where they overlap."""

@@ -48,7 +48,6 @@ before its quiet TensorFlow start-up (utils/cli.py ``quiet_startup``).
 from __future__ import annotations
 
 import collections
-import os
 import pathlib
 import re
 

@@ -64,6 +64,7 @@ def build_serving_module(model, cfg, label_map, jit: bool = True) -> tf.Module:
 
 
 def is_nonempty_dir(path: str) -> bool:
+    """Whether ``path`` is a folder with anything in it (what :func:`export` refuses without ``overwrite``)."""
     return os.path.isdir(path) and bool(os.listdir(path))
 
 
