@@ -5,6 +5,7 @@ finite check, TorchSGD), run under the default strategy as train.py runs it on o
 
     python benchmarks/train_step.py                      # both configs, float32 and bfloat16, 3 timed steps
     python benchmarks/train_step.py -configs yolact_efficientnet_lite0 -precisions float32 -steps 2 -warmup 1
+    python benchmarks/train_step.py -xla false,true -precisions float32,bfloat16,float16   # XLA next to TF's kernels
 
 The batch is a real photo (shared/data/media) repeated, with targets made by data/targets.py from one box/mask
 (a fixed synthetic object), so the loss does the same work as in training. The first ``-warmup`` steps (tracing)
@@ -27,10 +28,12 @@ flags.DEFINE_list("precisions", ["float32", "bfloat16"], "float32 / bfloat16 / f
 flags.DEFINE_integer("batch_size", 8, "Batch size.")
 flags.DEFINE_integer("steps", 3, "Timed steps.")
 flags.DEFINE_integer("warmup", 1, "Untimed first steps.")
+flags.DEFINE_list("xla", ["false"], "XLA for the whole step (tf.function jit_compile): false, true or both.")
+flags.DEFINE_integer("img_size", None, "Input side (default: each preset's).")
 FLAGS = flags.FLAGS
 
 
-def bench(config, precision, batch, steps, warmup):
+def bench(config, precision, batch, steps, warmup, xla=False, img_size=None):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -42,7 +45,7 @@ def bench(config, precision, batch, steps, warmup):
     from yolact.training import TrainOptions, YolactTask
 
     keras.mixed_precision.set_global_policy("float32" if precision == "float32" else f"mixed_{precision}")
-    cfg = get_config(config)
+    cfg = get_config(config, img_size=img_size)
     s = cfg.model.img_size
     photo = sorted((ROOT.parent / "shared" / "data" / "media").glob("*.jpg"))[0]
     img = tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(str(photo)), channels=3), [s, s])
@@ -59,7 +62,7 @@ def bench(config, precision, batch, steps, warmup):
     opt, _ = task.create_optimizer("float16" if precision == "float16" else "none")
     strategy, step_var, seed0 = tf.distribute.get_strategy(), tf.Variable(0, dtype=tf.int64), tf.constant(0, tf.int64)
 
-    @tf.function
+    @tf.function(jit_compile=xla)
     def step():
         logs, _ = strategy.run(task.train_step, args=((images, targets), model, opt, step_var, seed0))
         step_var.assign_add(1)
@@ -80,12 +83,16 @@ def main(_):
     rows = []
     for config in FLAGS.configs:
         for precision in FLAGS.precisions:
-            sec = bench(config, precision, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup)
-            rows.append((config, precision, sec))
-            print(f"{config:28s} {precision:9s} {sec:8.3f} s/step", flush=True)
-    print(f"\n| config | precision | device | batch | s/step |\n|---|---|---|---|---|")
-    for config, precision, sec in rows:
-        print(f"| {config} | {precision} | {device} | {FLAGS.batch_size} | {sec:.3f} |")
+            for xla in [v.lower() in ("true", "1") for v in FLAGS.xla]:
+                try:
+                    sec = f"{bench(config, precision, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup, xla, FLAGS.img_size):.3f}"
+                except Exception as e:  # noqa: BLE001 - a variant that does not compile is reported, the rest still run
+                    sec = f"failed: {type(e).__name__}: {' '.join(str(e).split())[:150]}"
+                rows.append((config, precision, xla, sec))
+                print(f"{config:28s} {precision:9s} xla={xla!s:5s} {sec} s/step", flush=True)
+    print(f"\n| config | precision | XLA | device | batch | s/step |\n|---|---|---|---|---|---|")
+    for config, precision, xla, sec in rows:
+        print(f"| {config} | {precision} | {'on' if xla else 'off'} | {device} | {FLAGS.batch_size} | {sec} |")
 
 
 if __name__ == "__main__":

@@ -241,3 +241,25 @@ def test_output_contract_under_mixed_precision():
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
     assert all(v.dtype == "float32" for v in out.values())
     assert float(tf.reduce_min(out["proto"])) >= 0.0 and float(tf.reduce_max(tf.abs(out["mask"]))) <= 1.0
+
+
+def test_upsampling_gradient_compiles_under_xla_in_bfloat16():
+    """XLA (training with jit_compile, e.g. on a GPU) rejects the gradient of a resize whose input is bfloat16
+    ("Seen floating point types of different precisions"); the FPN / protonet upsampling resizes in float32."""
+    from yolact.fpn import resize_bilinear
+
+    conv = keras.layers.Conv2D(4, 3, padding="same", dtype="mixed_bfloat16")
+    x = tf.random.stateless_normal([2, 8, 8, 4], seed=[0, 1])
+
+    @tf.function(jit_compile=True)
+    def grads(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = keras.ops.relu(resize_bilinear(keras.ops.relu(conv(x)), [16, 16]))
+            assert y.dtype == tf.bfloat16 and tuple(y.shape) == (2, 16, 16, 4)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32))
+        return tape.gradient(loss, [x] + conv.trainable_variables)
+
+    gx, gk, gb = grads(x)
+    assert gx.shape == (2, 8, 8, 4) and gk.shape == (3, 3, 4, 4) and gb.shape == (4,)
+    assert np.isfinite(gx.numpy()).all() and float(tf.reduce_sum(tf.abs(gk))) > 0.0

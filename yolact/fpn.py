@@ -15,9 +15,11 @@ from yolact.backbones.layers import symmetric_pads
 def resize_bilinear(x, size):
     """Half-pixel, non-antialiased bilinear resize to ``size`` = (h, w), keeping x's dtype.
 
-    Equals ``F.interpolate(x, size, mode='bilinear', align_corners=False)``. x float [B, H, W, C].
+    Equals ``F.interpolate(x, size, mode='bilinear', align_corners=False)``. x float [B, H, W, C]. The resize runs in
+    float32 (TF's kernel computes in float32 anyway): with a bfloat16 / float16 x, XLA cannot compile the gradient
+    of a resize whose input is not float32 ("Seen floating point types of different precisions").
     """
-    return tf.cast(tf.image.resize(x, size, method="bilinear", antialias=False), x.dtype)
+    return tf.cast(tf.image.resize(tf.cast(x, tf.float32), size, method="bilinear", antialias=False), x.dtype)
 
 
 def xavier_conv(filters, kernel, name, **kwargs):
