@@ -2,10 +2,10 @@
 
 Every file or folder a tool writes (weights, converter output, config.json / label_map.json, TFRecords, exports,
 reports, videos) goes through :func:`atomic_path` / :func:`atomic_file` / :func:`atomic_dir` (or, for a writer
-that outlives one block, :func:`temporary_path` + :func:`commit_temporary` / :func:`discard_temporary`): the target either keeps its
-previous content or gets the complete new one, never a half-written one, also when the process is killed or the disk
-fills up. Temporaries are named ``.<name>.tmp-<random>`` beside the target, so that :func:`remove_stale_temporaries`
-finds what a killed writer left and the next start removes it.
+that outlives one block, :func:`temporary_path` + :func:`commit_temporary` / :func:`discard_temporary`): the
+target either keeps its previous content or gets the complete new one, never a half-written one, also when the
+process is killed or the disk fills up. Temporaries are named ``.<name>.tmp-<random>`` beside the target, so that
+:func:`remove_stale_temporaries` finds what a killed writer left and the next start removes it.
 
 Usage::
 

@@ -5,13 +5,12 @@ and shown by overlapping tasks). Here each frame goes through four stages, each 
 BOUNDED queues (at most ``queue_size`` frames wait between two stages, so memory stays bounded whatever the video's
 length)::
 
-    reader (cv2.VideoCapture.read)
-      -> inference: BGR -> RGB, Runner.infer (resize + the form's graph; one thread: the runner's own threads do
-         the parallel work)
+    reader: cv2.VideoCapture.read, BGR -> RGB, Runner.prepare (the resize to S x S)
+      -> inference: Runner.run (the form's graph) alone in its thread, so that the slowest stage is the graph
+         itself; the runner's own threads (LiteRT / onnxruntime num_threads, TF's pools) do its parallel work
       -> post, ``post_workers`` threads: Runner.finish (rows selected, only the shown masks upsampled) + drawing
-         (the ``render`` callable) + RGB -> BGR; futures kept in frame order
-      -> writer (cv2.VideoWriter.write, then ``on_frame`` e.g. the -save files), frames IN ORDER, the tqdm bar
-         (frames/s).
+         (the ``render`` callable) + RGB -> BGR; their futures are queued in frame order
+      -> writer: cv2.VideoWriter.write IN ORDER, then ``on_frame`` (e.g. the -save files), the tqdm bar (frames/s).
 
 OpenCV, LiteRT, onnxruntime and TensorFlow release the GIL in their C++ work, so the stages run in parallel on
 several cores. The main thread only waits: Ctrl-C (KeyboardInterrupt, delivered to the main thread) stops the
@@ -123,7 +122,8 @@ class VideoResult:
     path: the file written (None when no frame was read); frames_read; frames_written (all of them in order, the
     file's frame count); detections: number of detections of each written frame (the rows ``Runner.finish``
     returned); interrupted: stopped by Ctrl-C; seconds: wall time from the first read to the file's close;
-    busy: seconds each stage spent working ('read', 'infer', 'post' summed over its threads, 'write').
+    busy: seconds each stage spent working ('read': decode + prepare, 'infer': Runner.run, 'post': finish + drawing
+    summed over its threads, 'write': encoding).
     """
 
     path: Optional[str]
@@ -147,8 +147,8 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
     (module docstring).
 
     Args:
-      runner: a yolact/runtimes.py Runner (Predictor or an export's runner): ``infer`` runs in one thread,
-        ``finish`` in ``post_workers`` threads.
+      runner: a yolact/runtimes.py Runner (Predictor or an export's runner): ``prepare`` runs in the reader
+        thread, ``run`` in the inference thread, ``finish`` in ``post_workers`` threads.
       capture: an opened ``cv2.VideoCapture`` (file or camera); released at the end.
       path: the output file (see :class:`AtomicVideoWriter`; opened at the first frame, at its size).
       fps: frames per second of the output file.
@@ -225,11 +225,13 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
         while not stop.is_set() and (max_frames is None or state["read"] < max_frames):
             t0 = time.perf_counter()
             ok, bgr = capture.read()
-            add_busy("read", time.perf_counter() - t0)
             if not ok:
                 break
             state["read"] += 1
-            put(frames_q, bgr)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            inputs = runner.prepare(rgb)
+            add_busy("read", time.perf_counter() - t0)
+            put(frames_q, (rgb, inputs))
 
     def post(rgb, outputs):
         t0 = time.perf_counter()
@@ -242,14 +244,14 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
 
     def infer():
         while True:
-            bgr = get(frames_q)
-            if bgr is _END:
+            item = get(frames_q)
+            if item is _END:
                 return
             if stop.is_set():
                 continue  # Ctrl-C: frames read but not yet run are dropped
+            rgb, inputs = item
             t0 = time.perf_counter()
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            outputs = runner.infer(rgb)
+            outputs = runner.run(inputs, rgb.shape[0], rgb.shape[1])
             add_busy("infer", time.perf_counter() - t0)
             put(done_q, pool.submit(post, rgb, outputs))
 

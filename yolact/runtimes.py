@@ -4,10 +4,10 @@ utils/coco_eval.py take any of them.
 
 Every runner has ``cfg``, ``label_map``, ``category_ids``, ``kind`` and
 ``predict(image, timings=None, score_threshold=0.0, max_detections=None, by_display_score=False)`` (also as its
-two halves ``infer`` / ``finish``, which utils/video.py runs in different threads) — uint8 RGB [H, W, 3] → dict ``boxes``
-int32 [n, 4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n] 0-based foreground class, ``category_ids`` int32
-[n] dataset ids, ``scores`` float32 [n], ``masks`` uint8 [n, H, W] 0/1 (YOLACT++ also ``mask_scores`` float32 [n]),
-sorted by score. The steps, each with one owner:
+steps ``prepare`` / ``run`` / ``finish``, which utils/video.py runs in different threads) — uint8 RGB [H, W, 3] →
+dict ``boxes`` int32 [n, 4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n] 0-based foreground class,
+``category_ids`` int32 [n] dataset ids, ``scores`` float32 [n], ``masks`` uint8 [n, H, W] 0/1 (YOLACT++ also
+``mask_scores`` float32 [n]), sorted by score. The steps, each with one owner:
 
 1. preprocess: :func:`yolact.ops.preprocess.resize_image` (the photo resized to S × S in float; the SavedModel
    takes the photo itself and runs the same resize in its graph);
@@ -84,10 +84,11 @@ class Runner:
         as float32 probabilities at any resolution, or uint8 0/1 when already at (height, width)."""
         raise NotImplementedError
 
-    def infer(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None) -> Dict[str, np.ndarray]:
-        """Steps 1 and 2 (module docstring) of uint8 RGB [H, W, 3] → the graph's outputs (:meth:`run`), for
-        :meth:`finish`. utils/video.py runs this and :meth:`finish` in different threads (one thread at a time
-        per runner for this one; :meth:`finish` is thread-safe).
+    def prepare(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None) -> np.ndarray:
+        """Step 1 (module docstring): uint8 RGB [H, W, 3] → the input of :meth:`run` (float32 [1, S, S, 3], or the
+        photo [1, H, W, 3] when ``resizes_in_graph``). utils/video.py runs :meth:`prepare`, :meth:`run` and
+        :meth:`finish` in different threads (:meth:`run`: one thread at a time per runner; the others are
+        thread-safe).
 
         Raises:
           ImageError: not a uint8 RGB image.
@@ -95,19 +96,15 @@ class Runner:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise ImageError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
-        height, width = image.shape[:2]
         t0 = time.perf_counter()
         inputs = image[None] if self.resizes_in_graph else resize_image(image, self.cfg)
-        t1 = time.perf_counter()
-        out = self.run(inputs, height, width)
-        _add(timings, "preprocess", t1 - t0)
-        _add(timings, "network", time.perf_counter() - t1)
-        return out
+        _add(timings, "preprocess", time.perf_counter() - t0)
+        return inputs
 
     def finish(self, outputs: Dict[str, np.ndarray], height: int, width: int,
                timings: Optional[Dict[str, float]] = None, score_threshold: float = 0.0,
                max_detections: Optional[int] = None, by_display_score: bool = False) -> Dict[str, np.ndarray]:
-        """Step 3 (the host step, :func:`yolact.detection.results.to_results`) of :meth:`infer`'s outputs for a
+        """Step 3 (the host step, :func:`yolact.detection.results.to_results`) of :meth:`run`'s outputs for a
         photo of (height, width) pixels → results (module docstring); the selection arguments as
         :meth:`predict`."""
         t0 = time.perf_counter()
@@ -118,7 +115,7 @@ class Runner:
 
     def predict(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None, score_threshold: float = 0.0,
                 max_detections: Optional[int] = None, by_display_score: bool = False) -> Dict[str, np.ndarray]:
-        """uint8 RGB [H, W, 3] → results at (H, W) (module docstring): :meth:`infer` then :meth:`finish`.
+        """uint8 RGB [H, W, 3] → results at (H, W) (module docstring): :meth:`prepare`, :meth:`run`, :meth:`finish`.
         ``score_threshold`` / ``max_detections`` select the rows before their masks are upsampled (display modes);
         with ``by_display_score`` a YOLACT++ model's ``max_detections`` are the best by the displayed score (box
         score x mask IoU, utils/visualize.py ``display_order``), so only the detections a display shows get
@@ -128,9 +125,12 @@ class Runner:
           ImageError: not a uint8 RGB image.
         """
         image = np.asarray(image)
-        out = self.infer(image, timings)
-        return self.finish(out, image.shape[0], image.shape[1], timings, score_threshold, max_detections,
-                           by_display_score)
+        inputs = self.prepare(image, timings)
+        height, width = image.shape[:2]
+        t0 = time.perf_counter()
+        out = self.run(inputs, height, width)
+        _add(timings, "network", time.perf_counter() - t0)
+        return self.finish(out, height, width, timings, score_threshold, max_detections, by_display_score)
 
 
 class SavedModelRunner(Runner):
