@@ -79,8 +79,8 @@ flags.DEFINE_string("output_dir", "results", "where outputs, detections.json and
 flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many images", lower_bound=1)
 flags.DEFINE_string("model", None, "instead of -checkpoint: an export of export_saved_model.py, a SavedModel folder, "
                     "a .tflite (LiteRT) or a .onnx (onnxruntime); config.json / label_map.json beside it")
-flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's)",
-                     lower_bound=1)
+flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's; -video "
+                     ".tflite: every core)", lower_bound=1)
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint: compute dtype of the network "
                   "(bfloat16: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS)")
 flags.DEFINE_string("save", None, "-image / -images / -video: also save the detections shown, comma-separated "
@@ -409,8 +409,15 @@ def main(argv):
             from yolact.runtimes import open_model
 
             cfg, label_map, _ = resolve_run(FLAGS.model, FLAGS.config, FLAGS.img_size, FLAGS.label_map)
+            threads, spinning = FLAGS.num_threads, True
+            if modes[0] == "video":  # the graph shares the cores with the pipeline's other stages (utils/video.py)
+                from utils.video import graph_threads
+
+                spinning = False
+                if threads is None and model_kind(FLAGS.model) == "tflite":
+                    threads = graph_threads()
             with cli.native_noise_filtered():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
-                predictor = open_model(FLAGS.model, cfg, label_map, FLAGS.num_threads)
+                predictor = open_model(FLAGS.model, cfg, label_map, threads, spinning)
         else:
             nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
             predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,

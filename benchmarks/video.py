@@ -43,6 +43,8 @@ flags.DEFINE_string("export", None, "export folder (SavedModel, yolact_float32/i
 flags.DEFINE_list("forms", ["checkpoint", "saved_model", "float32", "int8", "onnx"], "forms to measure")
 flags.DEFINE_list("num_threads", ["default", "1", "2"], "LiteRT / onnxruntime threads to try ('default': the "
                   "runtime's own choice)")
+flags.DEFINE_list("spinning", ["off"], "onnxruntime thread spin-waiting to try: on (its default), off (the video "
+                  "path's)")
 flags.DEFINE_string("video", None, "input video (default: ../shared/data/media/vtest.avi)")
 flags.DEFINE_integer("frames", 150, "frames per end-to-end run")
 flags.DEFINE_integer("graph_runs", 30, "Runner.run calls per graph-only measurement")
@@ -105,7 +107,7 @@ def graph_only(runner, src, runs):
     return runs / (time.perf_counter() - t0)
 
 
-def load(form, threads):
+def load(form, threads, spinning=True):
     from yolact.checkpoint import resolve_run
     from yolact.predictor import Predictor
     from yolact.runtimes import open_model
@@ -117,7 +119,7 @@ def load(form, threads):
             "onnx": os.path.join(FLAGS.export, "yolact.onnx")}[form]
     run = resolve_run(path, None, None, None)
     with cli.native_noise_filtered():
-        return open_model(path, run.cfg, run.label_map, threads)
+        return open_model(path, run.cfg, run.label_map, threads, spinning)
 
 
 def main(argv):
@@ -129,9 +131,12 @@ def main(argv):
     for form in FLAGS.forms:
         if form == "checkpoint" and not FLAGS.run or form != "checkpoint" and not FLAGS.export:
             continue
-        for t in (FLAGS.num_threads if form in ("float32", "int8", "onnx") else ["default"]):
+        settings = [(t, "") for t in FLAGS.num_threads] if form in ("float32", "int8") else [("default", "")]
+        if form == "onnx":
+            settings = [(t, s) for t in FLAGS.num_threads for s in FLAGS.spinning]
+        for t, spin in settings:
             threads = None if t == "default" else int(t)
-            runner = load(form, threads)
+            runner = load(form, threads, spin != "off")
             names = runner.label_map.names
             select = {"score_threshold": 0.0, "max_detections": FLAGS.top_k,
                       "by_display_score": bool(runner.cfg.model.use_maskiou)}
@@ -139,7 +144,7 @@ def main(argv):
             def draw(rgb, result, names=names):
                 return draw_detections(rgb, result, names, 0.0, FLAGS.top_k)
 
-            variants.append((f"{form} threads={t}", runner, select, draw))
+            variants.append((f"{form} threads={t}" + (f" spin={spin}" if spin else ""), runner, select, draw))
     if not variants:
         raise app.UsageError("nothing to measure: give -run and / or -export")
     load_before = os.getloadavg()[0]

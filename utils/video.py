@@ -43,6 +43,15 @@ DEFAULT_QUEUE_SIZE = 4  # frames waiting between two stages (each 1280x720 frame
 DEFAULT_POST_WORKERS = 2  # host step + drawing threads: the mask upsampling and blending of frame i+1 overlap i's
 
 
+def graph_threads() -> int:
+    """Default CPU threads of a .tflite graph on the video path: every core (``os.cpu_count()``; LiteRT's own
+    default is 1). The inference stage is the pipeline's slowest, so it gets the cores the other stages leave idle;
+    on 2 cores, int8 lite0 at 256 px ran faster end to end with 2 LiteRT threads than with 1 (docs/benchmarks.md).
+    onnxruntime keeps its default thread count but without spin-waiting (yolact/runtimes.py ``OnnxRunner``
+    ``spinning``); TensorFlow (-checkpoint, SavedModel) keeps its own pools."""
+    return max(1, os.cpu_count() or 1)
+
+
 class VideoError(OSError):
     """A video that cannot be opened or written (one line)."""
 
@@ -311,5 +320,5 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
                        time.perf_counter() - t_start, busy)
 
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "DEFAULT_POST_WORKERS", "VideoError", "count_frames", "AtomicVideoWriter",
+__all__ = ["DEFAULT_QUEUE_SIZE", "DEFAULT_POST_WORKERS", "graph_threads", "VideoError", "count_frames", "AtomicVideoWriter",
            "VideoResult", "process_video"]

@@ -199,6 +199,9 @@ class OnnxRunner(_FileRunner):
 
     Args:
       num_threads: ``intra_op_num_threads`` (None: onnxruntime's default).
+      spinning: False: the intra-op threads sleep instead of spin-waiting between ops
+        (``session.intra_op.allow_spinning`` 0), for pipelines whose other threads need the cores (utils/video.py:
+        with spinning the video path ran at a third of the graph's rate on 2 cores); True: onnxruntime's default.
 
     Raises:
       ModelFileError: the model's input side differs from the config's img_size.
@@ -206,7 +209,7 @@ class OnnxRunner(_FileRunner):
 
     kind = "onnx"
 
-    def __init__(self, cfg, label_map, path: str, num_threads: Optional[int] = None):
+    def __init__(self, cfg, label_map, path: str, num_threads: Optional[int] = None, spinning: bool = True):
         import onnxruntime as ort
 
         super().__init__(cfg, label_map, path)
@@ -214,6 +217,8 @@ class OnnxRunner(_FileRunner):
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._check_input_size(self._session.get_inputs()[0].shape[1])
         self._names = [o.name for o in self._session.get_outputs()]
@@ -222,9 +227,10 @@ class OnnxRunner(_FileRunner):
         return dict(zip(self._names, self._session.run(self._names, {"images": inputs})))
 
 
-def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None) -> Runner:
+def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None, spinning: bool = True) -> Runner:
     """The runner for an exported model ``path`` (see :func:`model_kind`); ``cfg`` / ``label_map`` are the
     export's (``yolact.checkpoint.resolve_run(path)``: config.json and label_map.json beside the model).
+    ``num_threads``: .tflite / .onnx CPU threads; ``spinning``: .onnx only (:class:`OnnxRunner`).
 
     Raises:
       ModelFileError: unknown kind, missing file, a file the runtime cannot read (truncated, corrupt: one line
@@ -234,8 +240,9 @@ def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None) -> 
     try:
         if kind == "saved_model":
             return SavedModelRunner(cfg, label_map, path)
-        runner = TFLiteRunner if kind == "tflite" else OnnxRunner
-        return runner(cfg, label_map, path, num_threads)
+        if kind == "tflite":
+            return TFLiteRunner(cfg, label_map, path, num_threads)
+        return OnnxRunner(cfg, label_map, path, num_threads, spinning)
     except ModelFileError:
         raise
     except Exception as e:  # noqa: BLE001 -- each runtime has its own errors for a truncated or corrupt file
