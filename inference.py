@@ -40,6 +40,11 @@ and box score x predicted mask IoU for YOLACT++ (utils/visualize.py ``display_or
 (at most ``-top_k``, for YOLACT++ the best by that score) get masks at the image's size. ``-eval``
 scores box AP with the box scores and mask AP with the mask scores (utils/coco_eval.py). ``-save`` writes the
 detections shown as files (utils/result_formats.py).
+
+``-video`` (a file or a webcam index) runs utils/video.py's pipeline: decoding, the graph, masks + drawing and
+encoding overlap in threads, frames are written in order to a temporary beside the output, renamed when closed;
+Ctrl-C closes the file with the frames written so far (exit 0, the summary says "interrupted"). On ``-video`` a
+``.tflite`` runs with every core unless ``-num_threads`` says otherwise, a ``.onnx`` without spin-waiting.
 """
 
 from __future__ import annotations
