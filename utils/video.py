@@ -44,13 +44,14 @@ DEFAULT_POST_WORKERS = 2  # host step + drawing threads: the mask upsampling and
 
 
 def graph_threads() -> int:
-    """Default CPU threads of a .tflite graph on the video path: every core (``os.cpu_count()``; LiteRT's own
-    default is 1). The inference stage is the pipeline's slowest, so it gets the cores the other stages leave idle;
+    """Default CPU threads of a .tflite graph on the video path: every core this process may use; LiteRT's own
+    default is 1. The inference stage is the pipeline's slowest, so it gets the cores the other stages leave idle;
     on 2 cores, int8 lite0 at 256 px ran faster end to end with 2 LiteRT threads than with 1 in 6 of 8 rounds
     (docs/benchmarks.md).
     onnxruntime keeps its default thread count but without spin-waiting (yolact/runtimes.py ``OnnxRunner``
     ``spinning``); TensorFlow (-checkpoint, SavedModel) keeps its own pools."""
-    return max(1, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
 
 
 class VideoError(OSError):
