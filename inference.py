@@ -36,10 +36,15 @@ Images and json files are written atomically (utils/atomic.py); a ``-tfrecord_pa
 Display modes draw the best ``-top_k`` detections with score > ``-score_threshold`` (the original's defaults 5 and
 0); ``-eval`` uses every detection, as the original's COCO evaluation. The displayed score (drawn, printed by
 ``-image``, thresholded, sorted for ``-top_k``) is, as the original's prep_display, the box (class) score for YOLACT
-and box score x predicted mask IoU for YOLACT++ (utils/visualize.py ``display_order``); for YOLACT++ masks are
-therefore assembled for every detection above the threshold before the best ``-top_k`` are chosen. ``-eval``
+and box score x predicted mask IoU for YOLACT++ (utils/visualize.py ``display_order``); only the detections shown
+(at most ``-top_k``, for YOLACT++ the best by that score) get masks at the image's size. ``-eval``
 scores box AP with the box scores and mask AP with the mask scores (utils/coco_eval.py). ``-save`` writes the
 detections shown as files (utils/result_formats.py).
+
+``-video`` (a file or a webcam index) runs utils/video.py's pipeline: decoding, the graph, masks + drawing and
+encoding overlap in threads, frames are written in order to a temporary beside the output, renamed when closed;
+Ctrl-C closes the file with the frames written so far (exit 0, the summary says "interrupted"). On ``-video`` a
+``.tflite`` runs with every core unless ``-num_threads`` says otherwise, a ``.onnx`` without spin-waiting.
 """
 
 from __future__ import annotations
@@ -79,8 +84,8 @@ flags.DEFINE_string("output_dir", "results", "where outputs, detections.json and
 flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many images", lower_bound=1)
 flags.DEFINE_string("model", None, "instead of -checkpoint: an export of export_saved_model.py, a SavedModel folder, "
                     "a .tflite (LiteRT) or a .onnx (onnxruntime); config.json / label_map.json beside it")
-flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's)",
-                     lower_bound=1)
+flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's; -video "
+                     ".tflite: every core)", lower_bound=1)
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint: compute dtype of the network "
                   "(bfloat16: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS)")
 flags.DEFINE_string("save", None, "-image / -images / -video: also save the detections shown, comma-separated "
@@ -103,10 +108,11 @@ def _draw(predictor, image, result):
 
 
 def _display_limits(predictor):
-    """Restrictions that may be applied before masks are assembled: the box score threshold (the original's
-    postprocess(score_threshold) before re-scoring) and, unless YOLACT++ re-orders by mask score, the top_k."""
-    rescored = bool(predictor.cfg.model.use_maskiou)
-    return {"score_threshold": FLAGS.score_threshold, "max_detections": None if rescored else FLAGS.top_k}
+    """Restrictions applied before masks are assembled, so that at most -top_k masks are upsampled: the box score
+    threshold (the original's postprocess(score_threshold) before re-scoring) and the -top_k shown, for YOLACT++
+    the best by the displayed score (box score x mask IoU: Runner.finish ``by_display_score``)."""
+    return {"score_threshold": FLAGS.score_threshold, "max_detections": FLAGS.top_k,
+            "by_display_score": bool(predictor.cfg.model.use_maskiou)}
 
 
 def _saver(predictor, coco_path):
@@ -253,39 +259,19 @@ def run_folder(predictor, spec):
         raise UserError(f"no readable image in {src}")
 
 
-def _open_writer(path, fps, size):
-    """cv2.VideoWriter with mp4v (any extension but .avi) or MJPG (.avi), falling back to MJPG .avi."""
-    import cv2
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fourcc = "MJPG" if path.lower().endswith(".avi") else "mp4v"
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
-    if not writer.isOpened():
-        path = os.path.splitext(path)[0] + ".avi"
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    if not writer.isOpened():
-        raise UserError(f"cannot open a video writer for {path}")
-    return writer, path
-
-
 def count_frames(path) -> int:
-    """Frames a video decodes to, counted by reading (0 if it cannot be opened)."""
-    import cv2
+    """Frames a video decodes to, counted by reading (0 if it cannot be opened): utils/video.py."""
+    from utils.video import count_frames as count
 
-    cap = cv2.VideoCapture(path)
-    n = 0
-    while cap.isOpened():
-        ok, _ = cap.read()
-        if not ok:
-            break
-        n += 1
-    cap.release()
-    return n
+    return count(path)
 
 
 def run_video(predictor, spec):
+    """-video: the pipelined loop of utils/video.py (decode, inference, masks + drawing, encode in threads), the
+    file written to a temporary beside the destination and renamed when closed, also after Ctrl-C."""
     import cv2
-    from tqdm import tqdm
+
+    from utils.video import process_video
 
     src, dst = _split(spec)
     webcam = src.isdigit()
@@ -302,41 +288,24 @@ def run_video(predictor, spec):
         total = min(total, FLAGS.max_frames) if total else FLAGS.max_frames
     name = f"webcam{src}" if webcam else os.path.splitext(os.path.basename(src))[0]
     dst = dst or os.path.join(FLAGS.output_dir, name + ".mp4")
-    writer, written, detections_per_frame = None, 0, []
     saver = _saver(predictor, os.path.splitext(dst)[0] + ".results.json")
-    bar = tqdm(total=total, desc="video", unit="frame")
-    try:
-        while FLAGS.max_frames is None or written < FLAGS.max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            rgb = frame[..., ::-1].copy()
-            if writer is None:
-                writer, dst = _open_writer(dst, fps, (rgb.shape[1], rgb.shape[0]))
-            result = predictor.predict(rgb, **_display_limits(predictor))
-            writer.write(_draw(predictor, rgb, result)[..., ::-1].copy())
-            if saver:
-                saver.add_frame(result, os.path.splitext(dst)[0], written, rgb)
-            detections_per_frame.append(len(result["scores"]))
-            written += 1
-            bar.update(1)
-    except KeyboardInterrupt:
-        print("interrupted: closing the video file")
-    finally:
-        bar.close()
-        cap.release()
-        if writer is not None:
-            writer.release()
+    stem = os.path.splitext(dst)[0]  # the .avi fallback keeps the stem
+    on_frame = (lambda index, rgb, result: saver.add_frame(result, stem, index, rgb)) if saver else None
+    video = process_video(predictor, cap, dst, fps, lambda rgb, result: _draw(predictor, rgb, result),
+                          max_frames=FLAGS.max_frames, total=total, select=_display_limits(predictor),
+                          on_frame=on_frame)
     if saver:
         saver.close()
-    if written == 0:
+    if video.frames_written == 0:
         raise UserError(f"no frame could be read from {src}")
-    readable = count_frames(dst)
-    print(f"wrote {dst}: {written} frames at {fps:.2f} fps; the file decodes to {readable} frames; "
-          f"detections per frame: mean {sum(detections_per_frame) / written:.1f}, "
-          f"min {min(detections_per_frame)}, max {max(detections_per_frame)}")
-    if readable != written:
-        raise FaultError(f"{dst} decodes to {readable} frames, {written} were written")
+    readable = count_frames(video.path)
+    detections = video.detections
+    print(f"wrote {video.path}: {video.frames_written} frames at {fps:.2f} fps"
+          + (" (interrupted)" if video.interrupted else "") + f"; the file decodes to {readable} frames; "
+          f"detections per frame: mean {sum(detections) / len(detections):.1f}, min {min(detections)}, "
+          f"max {max(detections)}; {video.frames_written / video.seconds:.1f} frames/s")
+    if readable != video.frames_written:
+        raise FaultError(f"{video.path} decodes to {readable} frames, {video.frames_written} were written")
 
 
 def _tfrecord_pattern(value):
@@ -445,8 +414,15 @@ def main(argv):
             from yolact.runtimes import open_model
 
             cfg, label_map, _ = resolve_run(FLAGS.model, FLAGS.config, FLAGS.img_size, FLAGS.label_map)
+            threads, spinning = FLAGS.num_threads, True
+            if modes[0] == "video":  # the graph shares the cores with the pipeline's other stages (utils/video.py)
+                from utils.video import graph_threads
+
+                spinning = False
+                if threads is None and model_kind(FLAGS.model) == "tflite":
+                    threads = graph_threads()
             with cli.native_noise_filtered():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
-                predictor = open_model(FLAGS.model, cfg, label_map, FLAGS.num_threads)
+                predictor = open_model(FLAGS.model, cfg, label_map, threads, spinning)
         else:
             nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
             predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # at the same time on the 24 GB machine.
 XDIST_GROUPS = {
     "test_deploy": "exports", "test_export": "exports", "test_faults_inference_2": "exports",
-    "test_formats_out": "exports", "test_plus_export": "exports",
+    "test_formats_out": "exports", "test_plus_export": "exports", "test_video": "exports",
 }
 
 

@@ -1,10 +1,11 @@
 """The one atomic-write helper of the project: write beside the target, fsync, rename.
 
 Every file or folder a tool writes (weights, converter output, config.json / label_map.json, TFRecords, exports,
-reports) goes through :func:`atomic_path` / :func:`atomic_file` / :func:`atomic_dir`: the target either keeps its
-previous content or gets the complete new one, never a half-written one, also when the process is killed or the disk
-fills up. Temporaries are named ``.<name>.tmp-<random>`` beside the target, so that :func:`remove_stale_temporaries`
-finds what a killed writer left and the next start removes it.
+reports, videos) goes through :func:`atomic_path` / :func:`atomic_file` / :func:`atomic_dir` (or, for a writer
+that outlives one block, :func:`temporary_path` + :func:`commit_temporary` / :func:`discard_temporary`): the
+target either keeps its previous content or gets the complete new one, never a half-written one, also when the
+process is killed or the disk fills up. Temporaries are named ``.<name>.tmp-<random>`` beside the target, so that
+:func:`remove_stale_temporaries` finds what a killed writer left and the next start removes it.
 
 Usage::
 
@@ -105,21 +106,45 @@ def atomic_path(path, suffix: str = "") -> Iterator[str]:
       whatever the block raises, after the clean-up.
     """
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temporary_name(path, suffix)
+    tmp = temporary_path(path, suffix)
     try:
         yield tmp
-        if not os.path.exists(tmp):
-            raise FileNotFoundError(f"nothing was written to {path}")
-        _fsync_tree(tmp)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        commit_temporary(tmp, path)
     except BaseException as e:
-        _remove(tmp)
+        discard_temporary(tmp)
         if is_disk_full(e):
             raise DiskFullError(path) from e
         raise
+
+
+def temporary_path(path, suffix: str = "") -> str:
+    """The name of a new temporary FILE beside ``path`` (``.<name>.tmp-<random><suffix>``; its folder is created),
+    for a writer whose lifetime is not one ``with`` block (utils/video.py's video writer): finish with
+    :func:`commit_temporary` or :func:`discard_temporary`. Prefer :func:`atomic_path` where a block fits."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return _temporary_name(path, suffix)
+
+
+def commit_temporary(tmp: str, path) -> None:
+    """Fsync the complete file ``tmp`` (of :func:`temporary_path`) and rename it onto ``path``.
+
+    Raises:
+      FileNotFoundError: ``tmp`` does not exist (the writer left no file).
+      OSError: the fsync / rename failed (``tmp`` is left for the caller to discard).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(tmp):
+        raise FileNotFoundError(f"nothing was written to {path}")
+    _fsync_tree(tmp)
+    os.chmod(tmp, file_mode())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def discard_temporary(tmp: str) -> None:
+    """Remove the temporary ``tmp`` (file or folder) if it exists; the target is untouched."""
+    _remove(tmp)
 
 
 @contextlib.contextmanager
@@ -197,5 +222,6 @@ def remove_stale_temporaries(folder) -> List[str]:
     return removed
 
 
-__all__ = ["TMP_MARK", "DiskFullError", "is_disk_full", "file_mode", "atomic_path", "atomic_file", "write_text",
-           "atomic_dir", "remove_stale_temporaries"]
+__all__ = ["TMP_MARK", "DiskFullError", "is_disk_full", "file_mode", "atomic_path", "temporary_path",
+           "commit_temporary", "discard_temporary", "atomic_file", "write_text", "atomic_dir",
+           "remove_stale_temporaries"]

@@ -2,7 +2,9 @@
 
 original: eval.py prep_display (mask alpha 0.45, box thickness 1, FONT_HERSHEY_DUPLEX 0.6, filled label background,
 colour per class, or per instance with ``class_color`` False). The palette here is generated (evenly spread hues),
-not the original's list.
+not the original's list. Masks are blended one after another (the best last, on top) in uint8 inside each mask's
+bounding rectangle (cheap at video sizes); the original blends all of them in one float expression on the GPU:
+a blended pixel may differ from that by one grey level per mask layer (rounding in uint8).
 
 The displayed score (:func:`display_order`) is the one the original's prep_display shows: for YOLACT++ it
 temporarily sets ``rescore_bbox = True``, so the score drawn, thresholded and sorted for ``top_k`` is box score x
@@ -53,6 +55,18 @@ def display_order(result: Dict[str, np.ndarray], score_threshold: float = 0.0,
     return order.astype(np.int64), scores[order]
 
 
+def _blend(out: np.ndarray, mask: np.ndarray, rgb: tuple) -> None:
+    """In place: ``out = out * (1 - MASK_ALPHA) + rgb * MASK_ALPHA`` where ``mask`` (uint8 [H, W] 0/1) is set,
+    computed only inside the mask's bounding rectangle (cv2.boundingRect of its nonzero pixels) in uint8
+    (cv2.addWeighted rounds to nearest)."""
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0 or h == 0:
+        return
+    roi = out[y:y + h, x:x + w]
+    tinted = cv2.addWeighted(roi, 1.0 - MASK_ALPHA, np.full_like(roi, rgb), MASK_ALPHA, 0.0)
+    np.copyto(roi, tinted, where=mask[y:y + h, x:x + w, None].astype(bool))
+
+
 def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_names: Sequence[str],
                     score_threshold: float = 0.0, top_k: Optional[int] = None, display_masks: bool = True,
                     display_bboxes: bool = True, display_text: bool = True, display_scores: bool = True,
@@ -78,16 +92,14 @@ def draw_detections(image: np.ndarray, result: Dict[str, np.ndarray], class_name
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
     keep, shown = display_order(result, score_threshold, top_k)
-    out = image.astype(np.float32)
+    out = image.copy()
     colors = [color(int(result["classes"][i]) if class_color else j) for j, i in enumerate(keep)]
     if display_masks and len(keep):
         m = np.asarray(result["masks"])
         if m.shape[1:] != image.shape[:2]:
             raise ValueError(f"masks are {m.shape[1:]} but the image is {image.shape[:2]}")
         for j in reversed(range(len(keep))):  # best last, so it ends on top
-            sel = m[keep[j]].astype(bool)
-            out[sel] = out[sel] * (1 - MASK_ALPHA) + np.asarray(colors[j], np.float32) * MASK_ALPHA
-    out = np.clip(out, 0, 255).astype(np.uint8)
+            _blend(out, m[keep[j]], colors[j])
     for j, i in enumerate(keep):
         x1, y1, x2, y2 = (int(v) for v in result["boxes"][i])
         if display_bboxes:

@@ -3,10 +3,11 @@ SavedModel folder, a .tflite (LiteRT) or a .onnx (onnxruntime) — so that infer
 utils/coco_eval.py take any of them.
 
 Every runner has ``cfg``, ``label_map``, ``category_ids``, ``kind`` and
-``predict(image, timings=None, score_threshold=0.0, max_detections=None)`` — uint8 RGB [H, W, 3] → dict ``boxes``
-int32 [n, 4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n] 0-based foreground class, ``category_ids`` int32
-[n] dataset ids, ``scores`` float32 [n], ``masks`` uint8 [n, H, W] 0/1 (YOLACT++ also ``mask_scores`` float32 [n]),
-sorted by score. The steps, each with one owner:
+``predict(image, timings=None, score_threshold=0.0, max_detections=None, by_display_score=False)`` (also as its
+steps ``prepare`` / ``run`` / ``finish``, which utils/video.py runs in different threads) — uint8 RGB [H, W, 3] →
+dict ``boxes`` int32 [n, 4] pixel ``[x1, y1, x2, y2]``, ``classes`` int32 [n] 0-based foreground class,
+``category_ids`` int32 [n] dataset ids, ``scores`` float32 [n], ``masks`` uint8 [n, H, W] 0/1 (YOLACT++ also
+``mask_scores`` float32 [n]), sorted by score. The steps, each with one owner:
 
 1. preprocess: :func:`yolact.ops.preprocess.resize_image` (the photo resized to S × S in float; the SavedModel
    takes the photo itself and runs the same resize in its graph);
@@ -83,10 +84,11 @@ class Runner:
         as float32 probabilities at any resolution, or uint8 0/1 when already at (height, width)."""
         raise NotImplementedError
 
-    def predict(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None, score_threshold: float = 0.0,
-                max_detections: Optional[int] = None) -> Dict[str, np.ndarray]:
-        """uint8 RGB [H, W, 3] → results at (H, W) (module docstring); ``score_threshold`` / ``max_detections``
-        select the rows before their masks are upsampled (display modes).
+    def prepare(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None) -> np.ndarray:
+        """Step 1 (module docstring): uint8 RGB [H, W, 3] → the input of :meth:`run` (float32 [1, S, S, 3], or the
+        photo [1, H, W, 3] when ``resizes_in_graph``). utils/video.py runs :meth:`prepare`, :meth:`run` and
+        :meth:`finish` in different threads (:meth:`run`: one thread at a time per runner; the others are
+        thread-safe).
 
         Raises:
           ImageError: not a uint8 RGB image.
@@ -94,16 +96,41 @@ class Runner:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise ImageError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
-        height, width = image.shape[:2]
         t0 = time.perf_counter()
         inputs = image[None] if self.resizes_in_graph else resize_image(image, self.cfg)
-        t1 = time.perf_counter()
-        out = self.run(inputs, height, width)
-        t2 = time.perf_counter()
-        result = to_results(out, height, width, self._id_to_class, score_threshold, max_detections)
-        for key, seconds in (("preprocess", t1 - t0), ("network", t2 - t1), ("masks", time.perf_counter() - t2)):
-            _add(timings, key, seconds)
+        _add(timings, "preprocess", time.perf_counter() - t0)
+        return inputs
+
+    def finish(self, outputs: Dict[str, np.ndarray], height: int, width: int,
+               timings: Optional[Dict[str, float]] = None, score_threshold: float = 0.0,
+               max_detections: Optional[int] = None, by_display_score: bool = False) -> Dict[str, np.ndarray]:
+        """Step 3 (the host step, :func:`yolact.detection.results.to_results`) of :meth:`run`'s outputs for a
+        photo of (height, width) pixels → results (module docstring); the selection arguments as
+        :meth:`predict`."""
+        t0 = time.perf_counter()
+        result = to_results(outputs, height, width, self._id_to_class, score_threshold, max_detections,
+                            by_display_score)
+        _add(timings, "masks", time.perf_counter() - t0)
         return result
+
+    def predict(self, image: np.ndarray, timings: Optional[Dict[str, float]] = None, score_threshold: float = 0.0,
+                max_detections: Optional[int] = None, by_display_score: bool = False) -> Dict[str, np.ndarray]:
+        """uint8 RGB [H, W, 3] → results at (H, W) (module docstring): :meth:`prepare`, :meth:`run`, :meth:`finish`.
+        ``score_threshold`` / ``max_detections`` select the rows before their masks are upsampled (display modes);
+        with ``by_display_score`` a YOLACT++ model's ``max_detections`` are the best by the displayed score (box
+        score x mask IoU, utils/visualize.py ``display_order``), so only the detections a display shows get
+        full-size masks.
+
+        Raises:
+          ImageError: not a uint8 RGB image.
+        """
+        image = np.asarray(image)
+        inputs = self.prepare(image, timings)
+        height, width = image.shape[:2]
+        t0 = time.perf_counter()
+        out = self.run(inputs, height, width)
+        _add(timings, "network", time.perf_counter() - t0)
+        return self.finish(out, height, width, timings, score_threshold, max_detections, by_display_score)
 
 
 class SavedModelRunner(Runner):
@@ -172,6 +199,9 @@ class OnnxRunner(_FileRunner):
 
     Args:
       num_threads: ``intra_op_num_threads`` (None: onnxruntime's default).
+      spinning: False: the intra-op threads sleep instead of spin-waiting between ops
+        (``session.intra_op.allow_spinning`` 0), for pipelines whose other threads need the cores (utils/video.py:
+        with spinning the video path ran at a third of the graph's rate on 2 cores); True: onnxruntime's default.
 
     Raises:
       ModelFileError: the model's input side differs from the config's img_size.
@@ -179,7 +209,7 @@ class OnnxRunner(_FileRunner):
 
     kind = "onnx"
 
-    def __init__(self, cfg, label_map, path: str, num_threads: Optional[int] = None):
+    def __init__(self, cfg, label_map, path: str, num_threads: Optional[int] = None, spinning: bool = True):
         import onnxruntime as ort
 
         super().__init__(cfg, label_map, path)
@@ -187,6 +217,8 @@ class OnnxRunner(_FileRunner):
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._check_input_size(self._session.get_inputs()[0].shape[1])
         self._names = [o.name for o in self._session.get_outputs()]
@@ -195,9 +227,10 @@ class OnnxRunner(_FileRunner):
         return dict(zip(self._names, self._session.run(self._names, {"images": inputs})))
 
 
-def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None) -> Runner:
+def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None, spinning: bool = True) -> Runner:
     """The runner for an exported model ``path`` (see :func:`model_kind`); ``cfg`` / ``label_map`` are the
     export's (``yolact.checkpoint.resolve_run(path)``: config.json and label_map.json beside the model).
+    ``num_threads``: .tflite / .onnx CPU threads; ``spinning``: .onnx only (:class:`OnnxRunner`).
 
     Raises:
       ModelFileError: unknown kind, missing file, a file the runtime cannot read (truncated, corrupt: one line
@@ -207,8 +240,9 @@ def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None) -> 
     try:
         if kind == "saved_model":
             return SavedModelRunner(cfg, label_map, path)
-        runner = TFLiteRunner if kind == "tflite" else OnnxRunner
-        return runner(cfg, label_map, path, num_threads)
+        if kind == "tflite":
+            return TFLiteRunner(cfg, label_map, path, num_threads)
+        return OnnxRunner(cfg, label_map, path, num_threads, spinning)
     except ModelFileError:
         raise
     except Exception as e:  # noqa: BLE001 -- each runtime has its own errors for a truncated or corrupt file

@@ -19,18 +19,32 @@ import numpy as np
 MASK_THRESHOLD = 0.5  # original: masks.gt_(0.5)
 
 
-def select_rows(scores: np.ndarray, score_threshold: float = 0.0, max_detections: Optional[int] = None) -> np.ndarray:
+def select_rows(scores: np.ndarray, score_threshold: float = 0.0, max_detections: Optional[int] = None,
+                display_scores: Optional[np.ndarray] = None) -> np.ndarray:
     """Indices of the rows to keep, in order: score > ``score_threshold`` when that is > 0 (0 keeps every row, as
     the original's eval), then the first ``max_detections``.
 
+    With ``display_scores`` (YOLACT++: box score x predicted mask IoU, what the display sorts by: utils/visualize.py
+    ``display_order``) the ``max_detections`` kept are instead the best by display score (descending, stable) among
+    those with display score > ``score_threshold``, returned in row order: the rows ``display_order`` would show,
+    so that only they get full-size masks.
+
     Args:
       scores: float32 [n] descending scores of the real rows.
+      display_scores: optional float32 [n] scores the display ranks by.
 
     Returns:
-      int64 [m] row indices, m <= n.
+      int64 [m] row indices (ascending), m <= n.
     """
     keep = np.nonzero(scores > score_threshold)[0] if score_threshold > 0 else np.arange(len(scores))
-    return keep if max_detections is None else keep[:max(int(max_detections), 0)]
+    if max_detections is None:
+        return keep
+    if display_scores is None:
+        return keep[:max(int(max_detections), 0)]
+    shown = np.asarray(display_scores, np.float32)[keep]
+    order = np.argsort(-shown, kind="stable")
+    order = order[shown[order] > score_threshold][:max(int(max_detections), 0)]
+    return keep[np.sort(order)]
 
 
 def masks_at_size(probs: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -59,7 +73,8 @@ def masks_at_size(probs: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def to_results(outputs: Dict[str, np.ndarray], height: int, width: int, id_to_class: np.ndarray,
-               score_threshold: float = 0.0, max_detections: Optional[int] = None) -> Dict[str, np.ndarray]:
+               score_threshold: float = 0.0, max_detections: Optional[int] = None,
+               by_display_score: bool = False) -> Dict[str, np.ndarray]:
     """One image's detections in the output convention → results at (height, width).
 
     Args:
@@ -70,6 +85,9 @@ def to_results(outputs: Dict[str, np.ndarray], height: int, width: int, id_to_cl
       height, width: the image's size in pixels.
       id_to_class: int32 [max_id + 1] dataset id → class channel (``label_map.id_to_index_array()``).
       score_threshold, max_detections: row selection (:func:`select_rows`) before the masks are upsampled.
+      by_display_score: YOLACT++ (outputs with ``detection_mask_scores``): ``max_detections`` counts the best rows
+        by the displayed score (box score x mask IoU, :func:`select_rows` ``display_scores``) instead of the first
+        rows; no effect for YOLACT.
 
     Returns:
       dict ``boxes`` int32 [n,4] pixel ``[x1, y1, x2, y2]`` (scaled and truncated, as the original's
@@ -79,7 +97,10 @@ def to_results(outputs: Dict[str, np.ndarray], height: int, width: int, id_to_cl
     """
     n = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
     scores = np.asarray(outputs["detection_scores"][0, :n], np.float32)
-    keep = select_rows(scores, score_threshold, max_detections)
+    rank = None
+    if by_display_score and "detection_mask_scores" in outputs:
+        rank = np.asarray(outputs["detection_mask_scores"][0, :n], np.float32)
+    keep = select_rows(scores, score_threshold, max_detections, rank)
     scale = np.asarray([height, width, height, width], np.float32)
     boxes = (np.asarray(outputs["detection_boxes"][0, keep], np.float32) * scale)[:, [1, 0, 3, 2]].astype(np.int32)
     ids = np.asarray(outputs["detection_classes"][0, keep], np.int32)
