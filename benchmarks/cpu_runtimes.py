@@ -10,9 +10,12 @@ upsamples the masks to the photo; JPEG decoding not timed), run interleaved phot
   openvino_float32  EXPORT_DIR/yolact_openvino.xml (export_saved_model.py -openvino) on OpenVINO's CPU plugin
   openvino_bfloat16 the same IR with OpenVINO's bfloat16 arithmetic (what it picks by itself on AMX / AVX512-BF16)
   openvino_int8     -openvino_int8 IR (benchmarks/openvino_int8.py: NNCF post-training quantization)
+  PATH              any exported model file (.tflite / .onnx / .xml with config.json beside it): e.g. the int8
+                    models of yolact_resnet50 and yolact_plus_resnet50 in one interleaved run
 
 Every runtime gets -num_threads threads (the Predictor: TensorFlow's default pools, i.e. all cores). Printed: ms
-per photo (mean), its stages, the ratio to the first variant, and the 1-minute load average before and after.
+per photo (mean), its stages, the ratio to the first variant, detections above 0.3 per photo (a sanity check of the
+int8 models), and the 1-minute load average before and after.
 
 ``-profile`` adds, for the int8 TFLite model: its ops by kind (int8 / float / (de)quantize, network vs detection
 stage), and the time of the network alone (the model cut before the detection stage) next to the whole graph; for
@@ -55,6 +58,8 @@ DETECTION_SCOPE = "detection_generator"
 
 
 def _path(variant):
+    if os.path.isfile(variant):
+        return variant
     files = {"tflite_float32": "yolact_float32.tflite", "tflite_int8": "yolact_int8.tflite", "onnx": "yolact.onnx",
              "openvino_float32": "yolact_openvino.xml", "openvino_bfloat16": "yolact_openvino.xml"}
     if variant == "openvino_int8":
@@ -77,6 +82,8 @@ def build(variant):
         return Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map, freeze=True)
     path = _path(variant)
     cfg, label_map, _ = resolve_run(path)
+    if os.path.isfile(variant):
+        return open_model(path, cfg, label_map, FLAGS.num_threads)
     if variant == "openvino_bfloat16":  # the float32 IR with OpenVINO's bfloat16 arithmetic (its default on AMX)
         runner = OpenVinoRunner(cfg, label_map, path, FLAGS.num_threads)
         runner._compiled = _compile_openvino(path, INFERENCE_PRECISION_HINT="bf16")
@@ -195,9 +202,19 @@ def profile_openvino(name, path, inputs):
         print(f"  {node[:80]:80s} {kind:12s} {1000 * seconds:6.1f} ms")
 
 
+def _label(variant):
+    """A variant's name, or for a model file: ``<config name> <file name>``."""
+    if not os.path.isfile(variant):
+        return variant
+    from yolact.checkpoint import resolve_run
+
+    return f"{resolve_run(variant)[0].name} {os.path.basename(variant)}"
+
+
 def main(argv):
     del argv
-    if not FLAGS.export_dir and any(v not in ("inproc_float32", "openvino_int8") for v in FLAGS.variants):
+    if not FLAGS.export_dir and any(v not in ("inproc_float32", "openvino_int8") and not os.path.isfile(v)
+                                    for v in FLAGS.variants):
         raise UserError("-export_dir is required for the exported variants")
     from yolact.ops.image_io import read_image
     from yolact.ops.preprocess import resize_image
@@ -209,17 +226,19 @@ def main(argv):
     runners = {v: build(v) for v in FLAGS.variants}
     load_before = os.getloadavg()[0]
     totals = {v: collections.Counter() for v in runners}
+    detections = collections.Counter()
     for r in range(FLAGS.rounds + 1):
         for image in photos:
             for v, runner in runners.items():
                 timings = {}
-                runner.predict(image, timings)
+                result = runner.predict(image, timings)
                 if r:
                     totals[v].update(timings)
+                    detections[v] += int((result["scores"] > 0.3).sum())
     load_after = os.getloadavg()[0]
     n = FLAGS.rounds * len(photos)
     cfg = next(iter(runners.values())).cfg
-    print(f"{cfg.name} at {cfg.img_size}, {len(photos)} photos x {FLAGS.rounds} rounds, batch 1, "
+    print(f"{', '.join(sorted({r.cfg.name for r in runners.values()}))} at {cfg.img_size}, {len(photos)} photos x {FLAGS.rounds} rounds, batch 1, "
           f"{FLAGS.num_threads} runtime threads, {os.cpu_count()} CPUs; load average {load_before:.2f} before, "
           f"{load_after:.2f} after")
     first = None
@@ -227,14 +246,16 @@ def main(argv):
         ms = 1000 * sum(stages.values()) / n
         first = first or ms
         parts = ", ".join(f"{k} {1000 * s / n:.1f}" for k, s in stages.items())
-        print(f"{v:17s} {ms:8.1f} ms/photo  ({parts})  x{ms / first:.2f} of {FLAGS.variants[0]}")
+        print(f"{_label(v):17s} {ms:8.1f} ms/photo  ({parts})  x{ms / first:.2f} of {_label(FLAGS.variants[0])}, "
+              f"{detections[v] / n:.1f} detections > 0.3 / photo")
     if FLAGS.profile:
         inputs = [resize_image(p, cfg) for p in photos]
         for v in runners:
             if v.startswith("openvino"):
                 profile_openvino(v, _path(v), inputs)
-        if "tflite_int8" in runners:
-            profile_tflite_int8(_path("tflite_int8"), inputs)
+        for v in runners:
+            if v == "tflite_int8" or (os.path.isfile(v) and v.endswith("int8.tflite")):
+                profile_tflite_int8(_path(v), inputs)
 
 
 if __name__ == "__main__":
