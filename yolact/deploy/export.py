@@ -1,4 +1,5 @@
-"""Write the TFLite / ONNX files of a model into an export folder (export_saved_model.py ``-tflite`` / ``-onnx``).
+"""Write the TFLite / ONNX / OpenVINO files of a model into an export folder (export_saved_model.py ``-tflite`` /
+``-onnx`` / ``-openvino``).
 
 File names: ``yolact_float32.tflite``, ``yolact_float16.tflite``, ``yolact_int8.tflite``, ``yolact.onnx``,
 ``yolact_openvino.xml`` (+ ``.bin``, the ONNX model as an OpenVINO IR: yolact/deploy/openvino.py); the
@@ -30,8 +31,8 @@ def write_deployables(model, cfg, label_map, folder: str, tflite_precisions: Seq
       tflite_precisions: subset of :data:`yolact.deploy.tflite.PRECISIONS`.
       representative: calibration images for int8, float32 [1, S, S, 3] (see :func:`yolact.deploy.tflite.convert`).
       onnx: also write :data:`ONNX_FILENAME`.
-      openvino: also write :data:`yolact.deploy.openvino.OPENVINO_FILENAME` (converted from the ONNX file, which
-        is written for it even without ``onnx``).
+      openvino: also write :data:`yolact.deploy.openvino.OPENVINO_FILENAME` + ``.bin``, converted from the ONNX
+        file (written first; removed again without ``onnx``). Needs the ``openvino`` package.
 
     Returns:
       the written paths.
