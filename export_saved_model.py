@@ -21,7 +21,9 @@ same outputs except ``detection_masks`` [1, D, Hp, Wp] at prototype resolution; 
 writes ``yolact_float32.tflite``, ``yolact_float16.tflite``, ``yolact_int8.tflite`` (full-integer post-training
 quantization calibrated on the first ``-representative_images`` (100) images of ``-representative_data``, with
 the eval preprocessing) and ``yolact.onnx`` (tf2onnx, opset 17, checked with onnx.checker) beside the SavedModel.
-``inference.py -model EXPORT_DIR/yolact_int8.tflite ...`` runs any of them. An unknown precision, int8 without
+``-openvino`` adds ``yolact_openvino.xml`` + ``.bin``: the ONNX model as an OpenVINO IR (float32; the fastest
+float32 form on Intel CPUs, docs/benchmarks.md). ``inference.py -model EXPORT_DIR/yolact_int8.tflite ...`` runs any
+of them. An unknown precision, int8 without
 ``-representative_data`` or a glob that matches nothing: one line, exit 2, before anything is loaded.
 
 The export is written into a temporary folder beside ``-export_dir`` and renamed into place when complete. An
@@ -56,6 +58,8 @@ flags.DEFINE_string("representative_data", None, "int8 calibration: glob of TFRe
 flags.DEFINE_integer("representative_images", 100, "int8 calibration: number of images read from -representative_data",
                      lower_bound=1)
 flags.DEFINE_boolean("onnx", False, "also write EXPORT_DIR/yolact.onnx (tf2onnx, opset 17)")
+flags.DEFINE_boolean("openvino", False, "also write EXPORT_DIR/yolact_openvino.xml + .bin (the ONNX model as an "
+                     "OpenVINO IR, float32; needs the openvino package)")
 
 
 def main(argv):
@@ -92,7 +96,7 @@ def main(argv):
     print(f"exported {cfg.name} ({cfg.img_size}x{cfg.img_size}) to {FLAGS.export_dir}: signatures serving_default "
           "(images uint8 [B,H,W,3]) and serving_bytes (image_bytes string); config.json and label_map.json beside")
     for name in sorted(os.listdir(FLAGS.export_dir)):
-        if name.endswith((".tflite", ".onnx")):
+        if name.endswith((".tflite", ".onnx", ".xml")):
             size_mb = os.path.getsize(os.path.join(FLAGS.export_dir, name)) / 2**20
             print(f"  {name}: {size_mb:.1f} MB, input images float32 [1,{cfg.img_size},{cfg.img_size},3]"
                   + (f", int8 calibrated on {calibration['images']} images of {FLAGS.representative_data}"
@@ -151,7 +155,8 @@ def _deployables(cfg):
                 calibration["images"] += 1
                 yield resize_image(image.numpy(), cfg)
 
-    return {"tflite_precisions": precisions, "representative": representative, "onnx": FLAGS.onnx}, calibration
+    return ({"tflite_precisions": precisions, "representative": representative, "onnx": FLAGS.onnx,
+             "openvino": FLAGS.openvino}, calibration)
 
 
 if __name__ == "__main__":

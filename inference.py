@@ -17,7 +17,8 @@ converted original weights, and must agree with config.json when it exists)::
         -annotations_file annotations/instances_val2017.json -image_dir val2017
 
 ``-model`` runs an export instead of the weights (yolact/runtimes.py): a SavedModel folder, a ``.tflite``
-(LiteRT, XNNPACK) or a ``.onnx`` (onnxruntime CPU), with config.json / label_map.json of its folder. Every form
+(LiteRT, XNNPACK), a ``.onnx`` (onnxruntime CPU) or an OpenVINO IR ``.xml`` (OpenVINO CPU; ``-openvino`` of
+export_saved_model.py), with config.json / label_map.json of its folder. Every form
 runs the same steps (resize in float, the graph, the host step to the photo's size), so one photo gives the same
 detections through ``-checkpoint`` and every export. The exported models always use per-class Fast NMS
 (-fast_nms / -cross_class_nms do not apply); a .tflite / .onnx whose input size differs from config.json is a
@@ -83,9 +84,10 @@ flags.DEFINE_string("tfrecord_pattern", None, "val TFRecords (glob, or a directo
 flags.DEFINE_string("output_dir", "results", "where outputs, detections.json and metrics.json go")
 flags.DEFINE_integer("max_images", None, "evaluate / benchmark at most this many images", lower_bound=1)
 flags.DEFINE_string("model", None, "instead of -checkpoint: an export of export_saved_model.py, a SavedModel folder, "
-                    "a .tflite (LiteRT) or a .onnx (onnxruntime); config.json / label_map.json beside it")
-flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx: CPU threads (default: the runtime's; -video "
-                     ".tflite: every core)", lower_bound=1)
+                    "a .tflite (LiteRT), a .onnx (onnxruntime) or an OpenVINO .xml; config.json / label_map.json "
+                    "beside it")
+flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx / .xml: CPU threads (default: the runtime's; "
+                     "-video .tflite: every core)", lower_bound=1)
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint: compute dtype of the network "
                   "(bfloat16: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS)")
 flags.DEFINE_string("save", None, "-image / -images / -video: also save the detections shown, comma-separated "

@@ -86,16 +86,17 @@ def r50_weights(tmp_path_factory, fixture_weights_path):
 
 @pytest.fixture(scope="session")
 def r50_export(tmp_path_factory, r50_weights):
-    """``export_saved_model.py -checkpoint R50 -tflite float32 -onnx`` once per session: the SavedModel,
-    yolact_float32.tflite and yolact.onnx of :func:`r50_weights` in one folder. Read-only for the tests."""
+    """``export_saved_model.py -checkpoint R50 -tflite float32 -onnx -openvino`` once per session: the SavedModel,
+    yolact_float32.tflite, yolact.onnx and yolact_openvino.xml of :func:`r50_weights` in one folder. Read-only for
+    the tests."""
     import subprocess
 
     export_dir = tmp_path_factory.mktemp("r50_export") / "export"
     r = subprocess.run([sys.executable, "export_saved_model.py", "-checkpoint", str(r50_weights), "-export_dir",
-                        str(export_dir), "-tflite", "float32", "-onnx"], cwd=ROOT, capture_output=True, text=True,
+                        str(export_dir), "-tflite", "float32", "-onnx", "-openvino"], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=1200)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert "yolact_float32.tflite" in r.stdout and "yolact.onnx" in r.stdout, r.stdout
+    assert all(name in r.stdout for name in ("yolact_float32.tflite", "yolact.onnx", "yolact_openvino.xml")), r.stdout
     return export_dir
 
 

@@ -1,14 +1,14 @@
-"""Deployment beyond the SavedModel (issue 15): TFLite / ONNX exports of the fixture's converted original weights,
+"""Deployment beyond the SavedModel (issue 15): TFLite / ONNX / OpenVINO exports of the fixture's converted original weights,
 their parity with the SavedModel, inference.py -model, bfloat16 in-process, and the one-line errors.
 
 The fixture model (ResNet-50, 550, converted once per session, tests/conftest.py r50_export)
-is exported once by the CLI with ``-tflite float32 -onnx``. One photo gives the same detections in every
+is exported once by the CLI with ``-tflite float32 -onnx -openvino``. One photo gives the same detections in every
 form: the fixture's image0 through each runner's ``predict`` (the one resize in float, the form's graph, the one host
 step), and the fixture's two real photos through ``inference.py -eval`` with ``-checkpoint`` and ``-model`` of each export: every
 detection comes back with the same class in the same order (two detections whose scores differ by less than TIE
 may swap: float32 rounding decides their order), scores within 1e-4, pixel boxes within 1 px, mask IoU >= 0.98.
 
-Needs ai-edge-litert, onnxruntime, tf2onnx and onnx (requirements.txt).
+Needs ai-edge-litert, onnxruntime, tf2onnx, onnx and openvino (requirements.txt).
 """
 
 import importlib.util
@@ -31,7 +31,7 @@ TIE = 1e-5  # scores closer than this may come in either order
 
 
 def _require_packages():
-    missing = [m for m in ("ai_edge_litert", "onnxruntime", "tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("ai_edge_litert", "onnxruntime", "tf2onnx", "onnx", "openvino") if importlib.util.find_spec(m) is None]
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: pip install -r requirements.txt")
 
@@ -96,7 +96,8 @@ def runs(exported, r50_weights):
     out = {}
     runners = [Predictor.from_checkpoint(str(r50_weights))] + [
         open_model(str(path), run.cfg, run.label_map, num_threads=2)
-        for path in (exported, exported / "yolact_float32.tflite", exported / "yolact.onnx")]
+        for path in (exported, exported / "yolact_float32.tflite", exported / "yolact.onnx",
+                     exported / "yolact_openvino.xml")]
     for runner in runners:
         raw = runner.run(image[None] if runner.resizes_in_graph else x, h, w)
         out[runner.kind] = (runner, runner.predict(image), raw)
@@ -161,7 +162,7 @@ def _assert_same_detections(ref, res, label):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["saved_model", "tflite", "onnx"])
+@pytest.mark.parametrize("kind", ["saved_model", "tflite", "onnx", "openvino"])
 def test_every_form_gives_the_same_detections_of_a_photo(runs, kind):
     """``predict`` of the fixture's image0: each export against the in-process Predictor."""
     out, _ = runs

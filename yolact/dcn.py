@@ -19,10 +19,11 @@ Implementation (CPU-friendly, pure TF ops, no custom kernels): the sampling posi
 bilinear corner weights of all (output pixel, group, tap) samples are computed at once in float32 and multiplied by
 the modulation mask (and the inside flag). The input is zero-padded by one pixel, so every corner of an inside sample
 is a valid row (out-of-image corners read the zero padding: no per-corner validity masks, no clamping to the
-border). The corners are fetched by row gathers from the flattened padded input - four [R, C] gathers summed with
-``add_n`` in graph/eager mode, or ONE gather of 2x2-neighbourhood rows [R, 4, C] from a "quad" tensor summed by a
-batched [1, 4] x [4, C] matmul under XLA (each the faster layout in its mode on CPU; identical up to float rounding)
-- and the columns [B*Ho*Wo, K*C] meet the kernel reshaped to [K*C, filters] in one matmul. R = B*Ho*Wo*G*K.
+border). The corners are fetched by row gathers from the flattened padded input - four [R, C] gathers summed by
+a chain of adds in graph/eager mode (int8 end to end in a quantized TFLite model), or ONE gather of 2x2-neighbourhood
+rows [R, 4, C] from a "quad" tensor summed by a batched [1, 4] x [4, C] matmul under XLA (each the faster layout in
+its mode on CPU; identical up to float rounding) - and the columns [B*Ho*Wo, K*C] meet the kernel reshaped to
+[K*C, filters] in one matmul. R = B*Ho*Wo*G*K.
 On CPU (2 cores, float32, batch 1) the layer, offset conv included, costs about 1.2-3x a plain 3x3 Conv2D of the
 same shape (more for few channels, where the gather dominates); see benchmarks/dcn_speed.py.
 """
@@ -191,7 +192,7 @@ def _in_xla_context():
 
 
 def _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups, cpg):
-    """Graph mode: four row gathers [R, C/G] from the padded input, weighted and summed (``add_n``).
+    """Graph mode: four row gathers [R, C/G] from the padded input, weighted and summed (a chain of adds).
 
     Args:
       padded: [B, H+2, W+2, C] input zero-padded by one pixel.
@@ -207,7 +208,14 @@ def _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups
     rows = tf.reshape(((batch_idx * hp + pad_h) * wp + pad_w) * groups + group_idx, [-1])
     table = tf.reshape(padded, [-1, cpg])  # row = pixel * G + group
     steps = (0, groups, wp * groups, (wp + 1) * groups)  # (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1)
-    return tf.add_n([tf.gather(table, rows + step) * corner_w[:, q : q + 1] for q, step in enumerate(steps)])
+    # A chain of ADDs, not add_n: TFLite's int8 quantizer has no int8 ADD_N, so add_n dequantized the four gathered
+    # int8 corners and summed them in float, outside XNNPACK (a 35x35x64 DCN layer: 14.6 -> 2.8 ms int8). In float
+    # the sum is the same to rounding (tests/test_dcn.py).
+    total = None
+    for q, step in enumerate(steps):
+        term = tf.gather(table, rows + step) * corner_w[:, q : q + 1]
+        total = term if total is None else total + term
+    return total
 
 
 def _sample_quad(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups, cpg):

@@ -1,5 +1,5 @@
 """Runners: one interface for every inference form — the in-process model (yolact/predictor.py ``Predictor``), a
-SavedModel folder, a .tflite (LiteRT) or a .onnx (onnxruntime) — so that inference.py's modes and
+SavedModel folder, a .tflite (LiteRT), a .onnx (onnxruntime) or an OpenVINO IR .xml (OpenVINO CPU) — so that inference.py's modes and
 utils/coco_eval.py take any of them.
 
 Every runner has ``cfg``, ``label_map``, ``category_ids``, ``kind`` and
@@ -32,7 +32,7 @@ from yolact.detection.results import to_results
 from yolact.ops.image_io import ImageError
 from yolact.ops.preprocess import resize_image
 
-RUNTIME_KINDS = ("saved_model", "tflite", "onnx")
+RUNTIME_KINDS = ("saved_model", "tflite", "onnx", "openvino")
 
 
 class ModelFileError(ValueError):
@@ -40,7 +40,8 @@ class ModelFileError(ValueError):
 
 
 def model_kind(path: str) -> str:
-    """'saved_model' (a folder with saved_model.pb), 'tflite' (\\*.tflite) or 'onnx' (\\*.onnx).
+    """'saved_model' (a folder with saved_model.pb), 'tflite' (\\*.tflite), 'onnx' (\\*.onnx) or 'openvino'
+    (\\*.xml, an OpenVINO IR with its .bin beside it).
 
     Raises:
       ModelFileError: missing, or none of these.
@@ -54,7 +55,10 @@ def model_kind(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext in (".tflite", ".onnx"):
         return ext[1:]
-    raise ModelFileError(f"{path}: unknown model type (expected a SavedModel folder, a .tflite or a .onnx)")
+    if ext == ".xml":
+        return "openvino"
+    raise ModelFileError(f"{path}: unknown model type (expected a SavedModel folder, a .tflite, a .onnx or an "
+                         f"OpenVINO .xml)")
 
 
 def _add(timings, key, seconds):
@@ -227,6 +231,37 @@ class OnnxRunner(_FileRunner):
         return dict(zip(self._names, self._session.run(self._names, {"images": inputs})))
 
 
+class OpenVinoRunner(_FileRunner):
+    """An OpenVINO IR (.xml + .bin, export_saved_model.py ``-openvino``: the ONNX export converted,
+    yolact/deploy/openvino.py) compiled for OpenVINO's CPU plugin, latency hint, float32 arithmetic
+    (``yolact.deploy.openvino.COMPILE_CONFIG``: OpenVINO would pick bfloat16 by itself on CPUs that have it).
+
+    Args:
+      num_threads: ``INFERENCE_NUM_THREADS`` (None: OpenVINO's default).
+
+    Raises:
+      ModelFileError: the model's input side differs from the config's img_size.
+    """
+
+    kind = "openvino"
+
+    def __init__(self, cfg, label_map, path: str, num_threads: Optional[int] = None):
+        import openvino as ov
+
+        from yolact.deploy.openvino import COMPILE_CONFIG
+
+        super().__init__(cfg, label_map, path)
+        config = dict(COMPILE_CONFIG, **({"INFERENCE_NUM_THREADS": int(num_threads)} if num_threads else {}))
+        self._compiled = ov.Core().compile_model(path, "CPU", config)
+        self._check_input_size(self._compiled.input(0).get_partial_shape()[1].get_length())
+        self._request = self._compiled.create_infer_request()
+        self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
+
+    def run(self, inputs, height, width):
+        result = self._request.infer({"images": inputs})
+        return {name: result[o] for o, name in self._outputs}
+
+
 def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None, spinning: bool = True) -> Runner:
     """The runner for an exported model ``path`` (see :func:`model_kind`); ``cfg`` / ``label_map`` are the
     export's (``yolact.checkpoint.resolve_run(path)``: config.json and label_map.json beside the model).
@@ -240,9 +275,10 @@ def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None, spi
     try:
         if kind == "saved_model":
             return SavedModelRunner(cfg, label_map, path)
-        if kind == "tflite":
-            return TFLiteRunner(cfg, label_map, path, num_threads)
-        return OnnxRunner(cfg, label_map, path, num_threads, spinning)
+        if kind == "onnx":
+            return OnnxRunner(cfg, label_map, path, num_threads, spinning)
+        runner = {"tflite": TFLiteRunner, "openvino": OpenVinoRunner}[kind]
+        return runner(cfg, label_map, path, num_threads)
     except ModelFileError:
         raise
     except Exception as e:  # noqa: BLE001 -- each runtime has its own errors for a truncated or corrupt file
@@ -251,4 +287,4 @@ def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None, spi
 
 
 __all__ = ["RUNTIME_KINDS", "ModelFileError", "model_kind", "Runner", "SavedModelRunner", "TFLiteRunner",
-           "OnnxRunner", "open_model"]
+           "OnnxRunner", "OpenVinoRunner", "open_model"]

@@ -1,6 +1,8 @@
-"""Write the TFLite / ONNX files of a model into an export folder (export_saved_model.py ``-tflite`` / ``-onnx``).
+"""Write the TFLite / ONNX / OpenVINO files of a model into an export folder (export_saved_model.py ``-tflite`` /
+``-onnx`` / ``-openvino``).
 
-File names: ``yolact_float32.tflite``, ``yolact_float16.tflite``, ``yolact_int8.tflite``, ``yolact.onnx``; the
+File names: ``yolact_float32.tflite``, ``yolact_float16.tflite``, ``yolact_int8.tflite``, ``yolact.onnx``,
+``yolact_openvino.xml`` (+ ``.bin``, the ONNX model as an OpenVINO IR: yolact/deploy/openvino.py); the
 contract is yolact/deploy/graph.py's, config.json and label_map.json beside them describe the model.
 """
 
@@ -20,7 +22,7 @@ def tflite_filename(precision: str) -> str:
 
 def write_deployables(model, cfg, label_map, folder: str, tflite_precisions: Sequence[str] = (),
                       representative: Optional[Callable[[], Iterable[np.ndarray]]] = None,
-                      onnx: bool = False) -> List[str]:
+                      onnx: bool = False, openvino: bool = False) -> List[str]:
     """Convert ``model`` to each requested TFLite precision and/or ONNX, written into ``folder``.
 
     Args:
@@ -29,6 +31,8 @@ def write_deployables(model, cfg, label_map, folder: str, tflite_precisions: Seq
       tflite_precisions: subset of :data:`yolact.deploy.tflite.PRECISIONS`.
       representative: calibration images for int8, float32 [1, S, S, 3] (see :func:`yolact.deploy.tflite.convert`).
       onnx: also write :data:`ONNX_FILENAME`.
+      openvino: also write :data:`yolact.deploy.openvino.OPENVINO_FILENAME` + ``.bin``, converted from the ONNX
+        file (written first; removed again without ``onnx``). Needs the ``openvino`` package.
 
     Returns:
       the written paths.
@@ -50,12 +54,20 @@ def write_deployables(model, cfg, label_map, folder: str, tflite_precisions: Seq
             with open(path, "wb") as f:
                 f.write(content)
             written.append(path)
-    if onnx:
+    if onnx or openvino:
         from yolact.deploy import onnx as onnx_lib
 
         path = os.path.join(folder, ONNX_FILENAME)
         onnx_lib.convert(fn, path, graph.contract_metadata(cfg, label_map, "float32"))
         written.append(path)
+        if openvino:
+            from yolact.deploy import openvino as openvino_lib
+
+            xml = os.path.join(folder, openvino_lib.OPENVINO_FILENAME)
+            written.append(openvino_lib.convert(path, xml))
+            if not onnx:
+                os.remove(path)
+                written.remove(path)
     return written
 
 

@@ -79,7 +79,7 @@ def export(model, cfg, label_map, export_dir: str, jit: bool = True, overwrite: 
       export_dir: target folder; jit: XLA Fast NMS in the SavedModel; overwrite: replace a non-empty
         ``export_dir`` (the old one is renamed aside and deleted only after the new one is in place).
       deployables: keyword arguments of :func:`yolact.deploy.export.write_deployables` (``tflite_precisions``,
-        ``representative``, ``onnx``).
+        ``representative``, ``onnx``, ``openvino``).
 
     Raises:
       FileExistsError: ``export_dir`` is not empty and ``overwrite`` is False, or is not a folder (before any work).
