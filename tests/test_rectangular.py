@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -177,6 +178,27 @@ def test_bad_sizes_are_one_line_errors(value, message):
     with pytest.raises(OptionError) as e:
         validate_options(TrainOptions(img_size=value))
     assert str(e.value) == "-" + message
+
+
+def test_img_size_flag_takes_s_or_hxw():
+    """The model tools' -img_size (utils/flags_util.py): S -> int, HxW -> (H, W), HxH -> H; a malformed value or a
+    side below 64 is absl's one-line flag error."""
+    from absl import flags
+
+    from utils.flags_util import define_model_flags
+
+    fv = flags.FlagValues()
+    define_model_flags(fv)
+    for arg, value in (("550", 550), ("384x672", (384, 672)), ("512x512", 512)):
+        fv.unparse_flags()
+        fv(["prog", "-img_size", arg])
+        assert fv.img_size == value
+    assert fv["img_size"].serialize() == "--img_size=512"
+    for arg, message in (("32x640", "-img_size sides must be >= 64, got 32x640"),
+                         ("384x672x3", "img_size must be S or HxW in pixels (e.g. 550 or 384x672), got '384x672x3'")):
+        fv.unparse_flags()
+        with pytest.raises(flags.IllegalFlagValueError, match=rf"^flag --img_size={arg}: {re.escape(message)}$"):
+            fv(["prog", "-img_size", arg])
 
 
 def test_backbone_and_mask_iou_limits():

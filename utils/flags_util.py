@@ -66,13 +66,24 @@ def DEFINE_number(name, default, help, flag_values=flags.FLAGS, **kwargs):  # no
 
 class ImgSizeParser(flags.ArgumentParser):
     """absl parser for ``-img_size``: ``S`` (square) or ``HxW`` (e.g. ``384x672``) → int S or a tuple (H, W)
-    (config.py ``parse_img_size``; a malformed value is absl's one-line flag error). The minimum side is checked
-    by the tool (``train.py``'s option check, :func:`define_model_flags`' validator)."""
+    (config.py ``parse_img_size``; a malformed value is absl's one-line flag error).
+
+    Args:
+      check_min: also refuse sides below ``config.MIN_IMG_SIDE`` (64) here; train.py checks that with its other
+        options instead (yolact/training/options.py ``validate_options``).
+    """
+
+    def __init__(self, check_min: bool = False):
+        super().__init__()
+        self.check_min = check_min
 
     def parse(self, argument):
-        from config import parse_img_size
+        from config import check_min_img_size, parse_img_size
 
-        return parse_img_size(argument)
+        value = parse_img_size(argument)
+        if self.check_min:
+            check_min_img_size(value, "-img_size")
+        return value
 
     def flag_type(self):
         return "S or HxW"
@@ -85,10 +96,11 @@ class ImgSizeSerializer(flags.ArgumentSerializer):
         return format_img_size(value)
 
 
-def DEFINE_img_size(name, default, help, flag_values=flags.FLAGS, **kwargs):  # noqa: N802 (absl naming)
+def DEFINE_img_size(name, default, help, flag_values=flags.FLAGS, check_min: bool = False,  # noqa: N802
+                    **kwargs):
     """An input-size flag taking ``S`` or ``HxW`` (see :class:`ImgSizeParser`)."""
-    flags.DEFINE(ImgSizeParser(), name, default, help, flag_values=flag_values, serializer=ImgSizeSerializer(),
-                 **kwargs)
+    flags.DEFINE(ImgSizeParser(check_min), name, default, help, flag_values=flag_values,
+                 serializer=ImgSizeSerializer(), **kwargs)
 
 
 __all__ = ["parse_number", "DEFINE_number", "ArithmeticParser", "ImgSizeParser", "DEFINE_img_size"]
@@ -105,18 +117,6 @@ def define_model_flags(flag_values=flags.FLAGS, checkpoint_help: str | None = No
                         "otherwise it must match the saved one", flag_values=flag_values)
     DEFINE_img_size("img_size", None, "input size S or HxW (e.g. 384x672); only for a checkpoint without "
                     "config.json (anchor scales rescaled), otherwise it must match the saved one",
-                    flag_values=flag_values)
-
-    def _min_side(value):
-        from config import check_min_img_size
-
-        if value is not None:
-            try:
-                check_min_img_size(value, "-img_size")
-            except ValueError as e:
-                raise flags.ValidationError(str(e)) from None
-        return True
-
-    flags.register_validator("img_size", _min_side, flag_values=flag_values)
+                    flag_values=flag_values, check_min=True)
     flags.DEFINE_string("label_map", None, "label_map.json; only for a checkpoint without one (default: COCO's 80 "
                         "classes for 81-class models), otherwise it must match the saved one", flag_values=flag_values)
