@@ -117,6 +117,16 @@ def format_img_size(img_size: ImgSize) -> str:
     return str(h) if h == w else f"{h}x{w}"
 
 
+def min_mask_side(num_convs: int) -> int:
+    """The smallest mask side (prototype pixels) that ``num_convs`` unpadded 3x3 stride-2 convs leave at least one
+    pixel of: 63 for YOLACT++'s five-conv mask-IoU net (yolact/maskiou.py; a rectangular prototype needs it along
+    both axes)."""
+    need = 1
+    for _ in range(num_convs):
+        need = 2 * need + 1  # side before a 3x3 stride-2 unpadded conv that outputs `need`
+    return need
+
+
 def check_min_img_size(img_size: ImgSize, what: str = "img_size") -> None:
     """Both sides must be at least :data:`MIN_IMG_SIDE` pixels.
 
@@ -678,6 +688,7 @@ __all__ = [
     "img_size_sides",
     "check_min_img_size",
     "scaled_pred_scales",
+    "min_mask_side",
     "MIN_IMG_SIDE",
     "to_dict",
     "from_dict",

@@ -19,17 +19,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from config import min_mask_side
 from yolact.fpn import xavier_conv
 from yolact.masks import assemble_masks
-
-
-def min_mask_side(num_convs: int) -> int:
-    """The smallest mask side (prototype pixels) that ``num_convs`` unpadded 3x3 stride-2 convs leave at least one
-    pixel of: 63 for YOLACT++'s five (a rectangular prototype needs it along both axes)."""
-    need = 1
-    for _ in range(num_convs):
-        need = 2 * need + 1  # side before a 3x3 stride-2 unpadded conv that outputs `need`
-    return need
 
 
 class FastMaskIoUNet(keras.layers.Layer):
@@ -182,4 +174,4 @@ def rescore_detections(detections, proto, maskiou_net, det_cfg):
     return out
 
 
-__all__ = ["min_mask_side", "FastMaskIoUNet", "mask_iou_input", "predict_mask_iou", "rescore", "rescore_detections"]
+__all__ = ["FastMaskIoUNet", "mask_iou_input", "predict_mask_iou", "rescore", "rescore_detections"]

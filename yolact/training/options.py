@@ -170,7 +170,7 @@ def check_img_size(cfg) -> None:
       OptionError: some level would be empty (e.g. 17 px for EfficientNet-Lite0), or prototypes too small for the
         mask-IoU net; one line naming the size.
     """
-    from yolact.maskiou import min_mask_side
+    from config import min_mask_side
 
     if cfg.model.is_square:
         sizes = cfg.feature_map_sizes()
