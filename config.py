@@ -47,8 +47,8 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import re
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Tuple, Union
 
