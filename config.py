@@ -40,13 +40,17 @@ Usage::
     cfg = get_config("yolact_resnet50")
     cfg = get_config("yolact_resnet50", num_classes=21)     # top-level override
     cfg.model.img_size, cfg.anchors.num_anchors_per_location, cfg.feature_map_sizes()
+    cfg = get_config("yolact_resnet50", img_size="384x672")  # rectangular: H x W
+    cfg.input_size, cfg.feature_map_shapes()                 # (384, 672), ((48, 84), (24, 42), ...)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field, replace
-from typing import Tuple
+from typing import Tuple, Union
 
 # Input normalisation of the original (utils/augmentations.py BackboneTransform), given here in RGB order.
 # The original stores MEANS = (103.94, 116.78, 123.68), STD = (57.38, 57.12, 58.40) in BGR order.
@@ -61,6 +65,80 @@ DARKNET_MEAN_RGB = (0.0, 0.0, 0.0)
 DARKNET_STD_RGB = (255.0, 255.0, 255.0)
 
 BACKBONES = ("resnet50", "resnet101", "efficientnet_lite0", "darknet53")
+MIN_IMG_SIDE = 64  # smallest input side get_config / the CLIs take (the backbones' own limits: check_img_size)
+
+ImgSize = Union[int, Tuple[int, int]]
+
+
+def parse_img_size(value) -> ImgSize:
+    """An input size as the config stores it: ``S`` (int) for a square input, ``(H, W)`` for a rectangular one.
+
+    Args:
+      value: an int ``S``, a string ``"S"`` or ``"HxW"`` (e.g. ``"384x672"``; ``X`` and ``*`` also separate), or a
+        pair ``(H, W)`` of ints. A pair or ``"HxW"`` with ``H == W`` gives the int ``H``, so that a square size has
+        one representation (the same config.json text and config hash as before rectangular sizes existed).
+    Returns:
+      int S, or a tuple (H, W) with H != W (pixels).
+    Raises:
+      ValueError: anything else (one line), e.g. ``"384x"``, ``(1, 2, 3)``, a non-positive side.
+    """
+    def bad():
+        return ValueError(f"img_size must be S or HxW in pixels (e.g. 550 or 384x672), got {value!r}")
+
+    if isinstance(value, bool):
+        raise bad()
+    if isinstance(value, int):
+        sides = (value, value)
+    elif isinstance(value, str):
+        parts = re.split(r"\s*[xX*]\s*", value.strip())
+        if len(parts) not in (1, 2) or not all(re.fullmatch(r"\d+", p) for p in parts):
+            raise bad()
+        sides = (int(parts[0]), int(parts[-1]))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        sides = (int(value[0]), int(value[1]))
+    else:
+        raise bad()
+    if min(sides) < 1:
+        raise bad()
+    return sides[0] if sides[0] == sides[1] else sides
+
+
+def img_size_sides(img_size: ImgSize) -> Tuple[int, int]:
+    """``(H, W)`` of a stored input size (an int S is ``(S, S)``)."""
+    if isinstance(img_size, (tuple, list)):
+        return int(img_size[0]), int(img_size[1])
+    return int(img_size), int(img_size)
+
+
+def format_img_size(img_size: ImgSize) -> str:
+    """``"550"`` for a square size, ``"384x672"`` (height x width) for a rectangular one: how the flag takes it."""
+    h, w = img_size_sides(img_size)
+    return str(h) if h == w else f"{h}x{w}"
+
+
+def min_mask_side(num_convs: int) -> int:
+    """The smallest mask side (prototype pixels) that ``num_convs`` unpadded 3x3 stride-2 convs leave at least one
+    pixel of: 63 for YOLACT++'s five-conv mask-IoU net (yolact/maskiou.py; a rectangular prototype needs it along
+    both axes)."""
+    need = 1
+    for _ in range(num_convs):
+        need = 2 * need + 1  # side before a 3x3 stride-2 unpadded conv that outputs `need`
+    return need
+
+
+def check_min_img_size(img_size: ImgSize, what: str = "img_size") -> None:
+    """Both sides must be at least :data:`MIN_IMG_SIDE` pixels.
+
+    Raises:
+      ValueError: one line, ``img_size must be >= 64, got 17`` (square) or ``img_size sides must be >= 64, got
+        32x640`` (rectangular).
+    """
+    h, w = img_size_sides(img_size)
+    if min(h, w) < MIN_IMG_SIDE:
+        if h == w:
+            raise ValueError(f"{what} must be >= {MIN_IMG_SIDE}, got {h}")
+        raise ValueError(f"{what} sides must be >= {MIN_IMG_SIDE}, got {h}x{w}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +147,11 @@ class ModelConfig:
 
     Attributes:
       backbone: one of ``BACKBONES``.
-      img_size: square network input side in pixels (``max_size``; the original squashes, no aspect kept).
+      img_size: network input size in pixels: an int S for a square S x S input (``max_size``; the original
+        squashes, no aspect kept), or ``(H, W)`` with H != W for a rectangular one (not in the original, which
+        promised it, dbolya/yolact issue 270). A pair with H == W is stored as the int (:func:`parse_img_size`),
+        so square configs keep their config.json text and config hash. Use ``input_size`` / ``input_height`` /
+        ``input_width`` wherever a side is needed. Images are resized to H x W, aspect not kept.
       fpn_channels: channels of every FPN level, protonet and head (256).
       num_mask: number of prototypes k (32).
       num_classes: classes including background at index 0 (81 for COCO, 21 for Pascal).
@@ -88,7 +170,7 @@ class ModelConfig:
     """
 
     backbone: str = "resnet101"
-    img_size: int = 550
+    img_size: ImgSize = 550
     fpn_channels: int = 256
     num_mask: int = 32
     num_classes: int = 81
@@ -100,10 +182,47 @@ class ModelConfig:
     use_maskiou: bool = False
     maskiou_channels: Tuple[int, ...] = ()
 
+    def __post_init__(self):
+        # One representation per size: (H, H) -> H, a list -> a tuple (no validation: see parse_img_size).
+        if isinstance(self.img_size, (tuple, list)) and len(self.img_size) == 2:
+            h, w = self.img_size
+            object.__setattr__(self, "img_size", h if h == w else (h, w))
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """``(H, W)`` of the network input in pixels (``(S, S)`` for a square config)."""
+        return img_size_sides(self.img_size)
+
+    @property
+    def input_height(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def input_width(self) -> int:
+        return self.input_size[1]
+
+    @property
+    def is_square(self) -> bool:
+        return self.input_height == self.input_width
+
+    @property
+    def proto_output_shape(self) -> Tuple[int, int]:
+        """``(Hp, Wp)`` of the prototypes: twice the P3 size per axis (138 x 138 at 550, 96 x 168 at 384x672 for
+        ResNet)."""
+        h3, w3 = feature_map_shapes(self.backbone, self.img_size)[0]
+        return 2 * h3, 2 * w3
+
     @property
     def proto_output_size(self) -> int:
-        """Prototype side: twice the P3 side (138 at 550)."""
-        return 2 * feature_map_sizes(self.backbone, self.img_size)[0]
+        """Prototype side of a square config: twice the P3 side (138 at 550).
+
+        Raises:
+          ValueError: a rectangular config (use ``proto_output_shape``).
+        """
+        hp, wp = self.proto_output_shape
+        if hp != wp:
+            raise ValueError(f"prototypes are {hp}x{wp} (rectangular input): use proto_output_shape")
+        return hp
 
 
 @dataclass(frozen=True)
@@ -242,11 +361,41 @@ class YolactConfig:
         return self.model.num_classes
 
     @property
-    def img_size(self) -> int:
+    def img_size(self) -> ImgSize:
+        """``model.img_size``: int S (square) or ``(H, W)``."""
         return self.model.img_size
 
+    @property
+    def img_size_text(self) -> str:
+        """``"550"`` or ``"384x672"`` (:func:`format_img_size`), for messages and metadata."""
+        return format_img_size(self.model.img_size)
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """``(H, W)`` of the network input in pixels."""
+        return self.model.input_size
+
+    @property
+    def input_height(self) -> int:
+        return self.model.input_height
+
+    @property
+    def input_width(self) -> int:
+        return self.model.input_width
+
+    def feature_map_shapes(self) -> Tuple[Tuple[int, int], ...]:
+        """``(H_l, W_l)`` of P3..P7 for this config's backbone and input size (each axis by
+        :func:`feature_map_sizes`' conv arithmetic)."""
+        return feature_map_shapes(self.model.backbone, self.model.img_size)
+
     def feature_map_sizes(self) -> Tuple[int, ...]:
-        """Sides of P3..P7 for this config's backbone and input size."""
+        """Sides of P3..P7 of a square config.
+
+        Raises:
+          ValueError: a rectangular config (use :meth:`feature_map_shapes`).
+        """
+        if not self.model.is_square:
+            raise ValueError(f"{self.name} at {self.img_size_text} is rectangular: use feature_map_shapes()")
         return feature_map_sizes(self.model.backbone, self.model.img_size)
 
     def with_num_classes(self, num_classes: int) -> "YolactConfig":
@@ -267,8 +416,21 @@ def _five_stride2_convs(size: int, pad_total: int) -> Tuple[int, ...]:
     return tuple(sizes)
 
 
+def feature_map_shapes(backbone: str, img_size: ImgSize) -> Tuple[Tuple[int, int], ...]:
+    """``(H_l, W_l)`` of P3..P7 for an input of ``img_size`` (int S or ``(H, W)``): :func:`feature_map_sizes`
+    applied to the height and to the width separately (every backbone's convs and pads act per axis), e.g.
+    ResNet at 384x672: (48, 84), (24, 42), (12, 21), (6, 11), (3, 6).
+
+    Raises:
+      ValueError: unknown backbone.
+    """
+    h, w = img_size_sides(img_size)
+    return tuple(zip(feature_map_sizes(backbone, h), feature_map_sizes(backbone, w)))
+
+
 def feature_map_sizes(backbone: str, img_size: int) -> Tuple[int, ...]:
-    """Spatial sides of P3..P7 for a square input, from each backbone's conv arithmetic.
+    """Spatial sides of P3..P7 for an input side ``img_size`` (a square input, or one axis of a rectangular one),
+    from each backbone's conv arithmetic.
 
     ResNet (torchvision layout, symmetric padding): 550 -> 275 -> 138 -> 69 -> 35 -> 18, then P6/P7 by 3x3/2 pad 1
     convs: 9, 5. EfficientNet-Lite0 uses the package's static TF-'same' pads computed for 224 (stride-2 convs pad
@@ -375,17 +537,28 @@ def config_names() -> Tuple[str, ...]:
     return tuple(_PRESETS)
 
 
-def get_config(name: str, num_classes: int | None = None, img_size: int | None = None) -> YolactConfig:
+def scaled_pred_scales(scales: Tuple[int, ...], preset_size: int, img_size: ImgSize) -> Tuple[int, ...]:
+    """Anchor scales of a preset made for ``preset_size`` (square) at another input size: the original's
+    im400/im700 rule ``int(s / preset_size * side)`` (truncation), with ``side`` the input side for a square size
+    and the equivalent square side ``sqrt(H * W)`` for a rectangular one (an anchor then covers the same share of
+    the input's area as at the preset; docs/architecture.md "Rectangular inputs" weighs the alternatives)."""
+    h, w = img_size_sides(img_size)
+    side = h if h == w else math.sqrt(h * w)
+    return tuple(int(s / preset_size * side) for s in scales)
+
+
+def get_config(name: str, num_classes: int | None = None, img_size: ImgSize | str | None = None) -> YolactConfig:
     """Return the preset ``name``, optionally with another class count or input size.
 
     Args:
       name: a preset from :func:`config_names`.
       num_classes: classes including background (e.g. from a dataset's label_map.json).
-      img_size: another square input size; anchor scales are then rescaled with the original's im400/im700
-        rule ``int(s / img_size_of_preset * img_size)``.
+      img_size: another input size: an int S (square), ``(H, W)`` or ``"HxW"`` (:func:`parse_img_size`); anchor
+        scales are then rescaled with the original's im400/im700 rule ``int(s / img_size_of_preset * side)``,
+        side = S, or ``sqrt(H * W)`` for a rectangle (:func:`scaled_pred_scales`).
 
     Raises:
-      ValueError: unknown preset name, or an invalid override.
+      ValueError: unknown preset name, or an invalid override (a malformed size, a side below 64): one line.
     """
     if name not in _PRESETS:
         raise ValueError(f"unknown config {name!r}; choose one of: {', '.join(_PRESETS)}")
@@ -394,14 +567,14 @@ def get_config(name: str, num_classes: int | None = None, img_size: int | None =
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must count background and at least one class, got {num_classes}")
         cfg = cfg.with_num_classes(num_classes)
-    if img_size is not None and int(img_size) != cfg.model.img_size:
-        if int(img_size) < 64:
-            raise ValueError(f"img_size must be >= 64, got {img_size}")
-        old = cfg.model.img_size
-        scales = tuple(int(s / old * int(img_size)) for s in cfg.anchors.pred_scales)
+    if img_size is not None:
+        img_size = parse_img_size(img_size)
+    if img_size is not None and img_size != cfg.model.img_size:
+        check_min_img_size(img_size)
+        scales = scaled_pred_scales(cfg.anchors.pred_scales, cfg.model.img_size, img_size)
         cfg = replace(
             cfg,
-            model=replace(cfg.model, img_size=int(img_size)),
+            model=replace(cfg.model, img_size=img_size),
             anchors=replace(cfg.anchors, pred_scales=scales),
         )
     return cfg
@@ -429,6 +602,11 @@ def _typed(value, hint, where: str):
     def bad(expected):
         return ConfigError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
 
+    if typing.get_origin(hint) is typing.Union:  # ImgSize: int, or a list [H, W]
+        alternatives = typing.get_args(hint)
+        is_list = isinstance(value, (list, tuple))
+        pick = [a for a in alternatives if (typing.get_origin(a) is tuple) == is_list] or list(alternatives)
+        return _typed(value, pick[0], where)
     if hint is object or hint is typing.Any:
         return tuple(value) if isinstance(value, list) else value
     if hint is bool:
@@ -504,6 +682,14 @@ __all__ = [
     "get_config",
     "config_names",
     "feature_map_sizes",
+    "feature_map_shapes",
+    "parse_img_size",
+    "format_img_size",
+    "img_size_sides",
+    "check_min_img_size",
+    "scaled_pred_scales",
+    "min_mask_side",
+    "MIN_IMG_SIDE",
     "to_dict",
     "from_dict",
     "ConfigError",

@@ -93,12 +93,13 @@ def main(argv):
         raise FaultError(str(e)) from None
     except (ValueError, OSError) as e:  # RunFilesError, CheckpointError, FileExistsError, unwritable folder
         raise UserError(str(e).splitlines()[0]) from None
-    print(f"exported {cfg.name} ({cfg.img_size}x{cfg.img_size}) to {FLAGS.export_dir}: signatures serving_default "
+    in_h, in_w = cfg.input_size
+    print(f"exported {cfg.name} ({in_h}x{in_w}) to {FLAGS.export_dir}: signatures serving_default "
           "(images uint8 [B,H,W,3]) and serving_bytes (image_bytes string); config.json and label_map.json beside")
     for name in sorted(os.listdir(FLAGS.export_dir)):
         if name.endswith((".tflite", ".onnx", ".xml")):
             size_mb = os.path.getsize(os.path.join(FLAGS.export_dir, name)) / 2**20
-            print(f"  {name}: {size_mb:.1f} MB, input images float32 [1,{cfg.img_size},{cfg.img_size},3]"
+            print(f"  {name}: {size_mb:.1f} MB, input images float32 [1,{in_h},{in_w},3]"
                   + (f", int8 calibrated on {calibration['images']} images of {FLAGS.representative_data}"
                      if name.endswith("int8.tflite") else ""))
 

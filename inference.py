@@ -375,7 +375,7 @@ def run_benchmark(predictor):
     stages = [k for k in ("preprocess", "network", "masks") if k in totals]
     ms = {k: 1000 * totals[k] / count for k in stages}
     total = sum(ms.values())
-    print(f"benchmark over {count} images ({predictor.cfg.name} at {predictor.cfg.img_size}): "
+    print(f"benchmark over {count} images ({predictor.cfg.name} at {predictor.cfg.img_size_text}): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()) + f"; total {total:.1f} ms = {1000 / total:.2f} FPS")
 
 

@@ -33,7 +33,7 @@ cli.quiet_startup(__name__)  # before anything imports TensorFlow (acts only whe
 
 from absl import flags
 
-from utils.flags_util import DEFINE_number
+from utils.flags_util import DEFINE_img_size, DEFINE_number
 from yolact.training.options import MIXED_PRECISION, TrainOptions, validate_options
 
 SUMMARY_KEYS = ("step", "skipped", "data_errors", "checkpoint", "final_weights", "run_dir", "interrupted", "diverged",
@@ -48,8 +48,8 @@ def _define_flags():
     f.DEFINE_string("weights", "weights", "Folder of run folders: this run's is WEIGHTS/NAME.")
     f.DEFINE_string("config", None, "Config preset (config.py); default yolact_base, or the run's config.json with "
                     "-resume (then it must agree).")
-    f.DEFINE_integer("img_size", None, "Input size (anchor scales follow); with -resume it must agree with "
-                     "config.json.")
+    DEFINE_img_size("img_size", None, "Input size: S (square) or HxW, e.g. 384x672 for 16:9 video (anchor scales "
+                    "follow); with -resume it must agree with config.json.")
     f.DEFINE_integer("batch_size", None, "Global batch size, split across replicas (default: 8; with -resume the "
                      "run's).")
     DEFINE_number("lr", None, "Learning rate (default: the config's, autoscaled by batch/8). Accepts '1e-3'.")

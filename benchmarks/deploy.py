@@ -89,7 +89,7 @@ def main(argv):
     load_after = os.getloadavg()[0]
     n = FLAGS.rounds * len(photos)
     cfg = next(iter(runners.values())).cfg
-    print(f"{cfg.name} at {cfg.img_size}, {len(photos)} photos x {FLAGS.rounds} rounds, batch 1, "
+    print(f"{cfg.name} at {cfg.img_size_text}, {len(photos)} photos x {FLAGS.rounds} rounds, batch 1, "
           f"{FLAGS.num_threads} LiteRT/onnxruntime threads, {os.cpu_count()} CPUs; load average {load_before:.2f} "
           f"before, {load_after:.2f} after")
     reference = sum(totals.get("inproc_float32", {}).values()) / n if "inproc_float32" in totals else None

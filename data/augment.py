@@ -20,10 +20,11 @@ original: utils/augmentations.py SSDAugmentation; shared/docs/yolact_reference.m
    ``_MAX_CROP_ROUNDS`` rounds, then no crop; the original loops until None comes up). Images without a non-crowd
    GT are never cropped (the original can accept no trial for them either).
 4. Mirror (p ½).
-5. Resize to ``cfg.model.img_size`` squared (aspect not kept), half-pixel bilinear without antialias as
-   ``cv2.resize`` INTER_LINEAR; masks resized the same way and rounded to 0/1 (``>= 0.5``, as cv2's uint8
-   rounding); then the original's discard rule: keep boxes with ``w > 4/S`` and ``h > 4/S`` measured in *pixels*
-   at size S (the original's unit slip: in effect only degenerate boxes go).
+5. Resize to the network input H x W (``cfg.input_size``: S x S for a square ``cfg.model.img_size``; aspect
+   not kept), half-pixel bilinear without antialias as ``cv2.resize`` INTER_LINEAR; masks resized the same way and
+   rounded to 0/1 (``>= 0.5``, as cv2's uint8 rounding); then the original's discard rule: keep boxes with
+   ``w > 4/S`` and ``h > 4/S`` measured in *pixels* at size S (the original's unit slip: in effect only degenerate
+   boxes go); for a rectangular input (not in the original) ``w > 4/W`` and ``h > 4/H``.
 6. Normalization ``(x − mean_rgb) / std_rgb``.
 
 Expand, crop and resize are fused into one resampling of the original image and masks (:func:`resample`: exact
@@ -201,8 +202,8 @@ def sample_crop(boxes: tf.Tensor, is_crowd: tf.Tensor, height, width, seed: tf.T
 
 
 # ------------------------------------------------------------------------------------------------ resampling
-def resample(src: tf.Tensor, rect: tf.Tensor, top, left, out_size: int) -> tf.Tensor:
-    """``resize(canvas[rect])``, canvas = ``src`` pasted at (top, left) on a zero background, size S × S.
+def resample(src: tf.Tensor, rect: tf.Tensor, top, left, out_size) -> tf.Tensor:
+    """``resize(canvas[rect])``, canvas = ``src`` pasted at (top, left) on a zero background, size H × W.
 
     When rect lies inside the pasted ``src`` (always without Expand) this is exactly ``tf.image.resize`` of the
     slice: half-pixel bilinear, no antialias, edges clamped, as ``cv2.resize`` INTER_LINEAR. Otherwise (the crop
@@ -215,10 +216,11 @@ def resample(src: tf.Tensor, rect: tf.Tensor, top, left, out_size: int) -> tf.Te
       src: [H, W, C] (any real dtype).
       rect: int32 [4] ``[x1, y1, x2, y2]`` crop in canvas pixels.
       top, left: int32 scalars, paste offset of ``src`` in the canvas.
-      out_size: output side S.
+      out_size: output side S (square) or ``(H, W)``.
     Returns:
-      float32 [S, S, C].
+      float32 [H, W, C].
     """
+    out_h, out_w = (out_size, out_size) if isinstance(out_size, int) else (int(out_size[0]), int(out_size[1]))
     h, w = tf.shape(src)[0], tf.shape(src)[1]
     x1, y1 = rect[0] - left, rect[1] - top  # crop in src coordinates
     x2, y2 = rect[2] - left, rect[3] - top
@@ -226,10 +228,10 @@ def resample(src: tf.Tensor, rect: tf.Tensor, top, left, out_size: int) -> tf.Te
 
     def exact():
         crop = src[y1:y2, x1:x2]
-        return tf.image.resize(tf.cast(crop, tf.float32), [out_size, out_size], "bilinear", antialias=False)
+        return tf.image.resize(tf.cast(crop, tf.float32), [out_h, out_w], "bilinear", antialias=False)
 
     def with_fill():
-        def grid(start, stop, length):
+        def grid(start, stop, length, out_size):
             start, stop = tf.cast(start, tf.float32), tf.cast(stop, tf.float32)
             scale = (stop - start) / out_size
             first = start + 0.5 * scale - 0.5
@@ -237,10 +239,10 @@ def resample(src: tf.Tensor, rect: tf.Tensor, top, left, out_size: int) -> tf.Te
             denom = tf.cast(tf.maximum(length - 1, 1), tf.float32)
             return first / denom, last / denom
 
-        bx1, bx2 = grid(x1, x2, w)
-        by1, by2 = grid(y1, y2, h)
+        bx1, bx2 = grid(x1, x2, w, out_w)
+        by1, by2 = grid(y1, y2, h, out_h)
         out = tf.image.crop_and_resize(
-            src[None], tf.stack([[by1, bx1, by2, bx2]]), [0], [out_size, out_size], extrapolation_value=0.0
+            src[None], tf.stack([[by1, bx1, by2, bx2]]), [0], [out_h, out_w], extrapolation_value=0.0
         )
         return out[0]
 
@@ -256,16 +258,17 @@ def augment(image, boxes, masks, is_crowd, cfg, seed) -> Dict[str, tf.Tensor]:
       boxes: float32 [n, 4] relative ``[x1, y1, x2, y2]`` of the original image.
       masks: uint8 (or float) [n, H, W] 0/1 instance masks.
       is_crowd: bool [n].
-      cfg: YolactConfig (``cfg.parser.augment_*``, ``expand_max_ratio``, ``cfg.model.img_size``, mean/std).
+      cfg: YolactConfig (``cfg.parser.augment_*``, ``expand_max_ratio``, ``cfg.input_size``, mean/std).
       seed: int [2] stateless seed.
     Returns:
-      dict with ``image`` float32 [S, S, 3] normalized RGB; ``boxes`` float32 [m, 4] relative ``[x1, y1, x2, y2]``
-      of the network input; ``masks`` uint8 [S, S, m] 0/1 (objects as channels, as the original's Resize);
+      dict with ``image`` float32 [H, W, 3] normalized RGB ((H, W) = ``cfg.input_size``); ``boxes`` float32
+      [m, 4] relative ``[x1, y1, x2, y2]`` of the network input; ``masks`` uint8 [H, W, m] 0/1 (objects as channels, as the original's Resize);
       ``is_crowd`` bool [m]; ``indices`` int32 [m], the input row of each kept object (to gather labels etc.),
       m <= n, in input order.
     """
     p = cfg.parser
-    size = cfg.model.img_size
+    size_h, size_w = cfg.input_size
+    size = (size_h, size_w)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     image = tf.convert_to_tensor(image)
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
@@ -310,13 +313,13 @@ def augment(image, boxes, masks, is_crowd, cfg, seed) -> Dict[str, tf.Tensor]:
         )
         rel = tf.where(flip, tf.stack([1.0 - rel[:, 2], rel[:, 1], 1.0 - rel[:, 0], rel[:, 3]], axis=1), rel)
 
-    # The original's discard rule (Resize): w, h in pixels at size S must exceed 4 / S.
-    min_side = 4.0 / size
-    ok = ((rel[:, 2] - rel[:, 0]) * size > min_side) & ((rel[:, 3] - rel[:, 1]) * size > min_side)
+    # The original's discard rule (Resize): w, h in pixels at size S must exceed 4 / S (per axis: W, H).
+    ok = (((rel[:, 2] - rel[:, 0]) * size_w > 4.0 / size_w)
+          & ((rel[:, 3] - rel[:, 1]) * size_h > 4.0 / size_h))
     sel = tf.cast(tf.where(ok)[:, 0], tf.int32)
-    out_img.set_shape([size, size, 3])
+    out_img.set_shape([size_h, size_w, 3])
     out_masks = tf.cond(tf.reduce_all(ok), lambda: out_masks, lambda: tf.gather(out_masks, sel, axis=2))
-    out_masks.set_shape([size, size, None])
+    out_masks.set_shape([size_h, size_w, None])
     return {
         "image": out_img,
         "boxes": tf.gather(rel, sel),

@@ -395,7 +395,7 @@ def eval_dataset(
 ) -> tf.data.Dataset:
     """Evaluation batches: every record once, in file order, no augmentation.
 
-    The image is resized to S × S (half-pixel bilinear, no antialias, aspect not kept) and then normalized, as the
+    The image is resized to H × W = ``cfg.input_size`` (half-pixel bilinear, no antialias, aspect not kept) and then normalized, as the
     original's BaseTransform / FastBaseTransform (yolact/ops/preprocess.py ``eval_preprocess``).
 
     Args:
@@ -405,7 +405,7 @@ def eval_dataset(
       num_parallel_calls: parallelism of the decode map.
       input_context: optional ``tf.distribute.InputContext`` (files sharded between pipelines).
     Returns:
-      ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3], info)`` with ``image_id`` int64 [B] (from
+      ``tf.data.Dataset`` of ``(images float32 [B, H, W, 3], info)`` with ``image_id`` int64 [B] (from
       ``image/source_id``), ``height`` / ``width`` int32 [B] (original size in pixels).
     Raises:
       ValueError: no file matches.

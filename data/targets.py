@@ -38,22 +38,24 @@ def build_targets(boxes, classes, masks, is_crowd, anchors, cfg) -> Dict[str, tf
     Args:
       boxes: float32 [n, 4] relative ``[x1, y1, x2, y2]`` of the network input (after augmentation).
       classes: int32 [n] class channel 1..C-1 (ignored for crowds).
-      masks: uint8 or float32 [S, S, n] 0/1 masks at network size (objects as channels), S = ``cfg.model.img_size``.
+      masks: uint8 or float32 [H, W, n] 0/1 masks at network size (objects as channels), (H, W) =
+        ``cfg.input_size``.
       is_crowd: bool [n].
       anchors: float32 [N, 4] relative ``[cx, cy, w, h]`` (``yolact.ops.anchors.make_anchors(cfg)``).
       cfg: YolactConfig.
     Returns:
-      dict (M = ``cfg.parser.num_max_pad``, Hp = prototype side, H3 = P3 side, C = ``cfg.num_classes``):
+      dict (M = ``cfg.parser.num_max_pad``, (Hp, Wp) = prototype size, (H3, W3) = P3 size, C =
+      ``cfg.num_classes``):
       ``cls_t`` int32 [N] (−1 neutral, 0 background, class channel), ``loc_t`` float32 [N, 4] encoded,
-      ``idx_t`` int32 [N], ``gt_boxes`` float32 [M, 4], ``gt_classes`` int32 [M], ``gt_masks`` float32 [M, Hp, Hp]
-      (bilinear half-pixel resize, then ``> 0.5``), ``segm_t`` float32 [H3, H3, C−1] (bilinear resize to P3 size,
+      ``idx_t`` int32 [N], ``gt_boxes`` float32 [M, 4], ``gt_classes`` int32 [M], ``gt_masks`` float32 [M, Hp, Wp]
+      (bilinear half-pixel resize, then ``> 0.5``), ``segm_t`` float32 [H3, W3, C−1] (bilinear resize to P3 size,
       ``> 0.5``, max over the objects of each class channel), ``num_obj`` int32 [] (non-crowd objects).
       An image without non-crowd objects gets all-background targets (crowd-covered anchors neutral), zero ``gt_*``
       and ``num_obj`` 0 (the original crashes there).
     """
     m = cfg.parser.num_max_pad
-    hp = cfg.model.proto_output_size
-    h3 = cfg.feature_map_sizes()[0]
+    hp, wp = cfg.model.proto_output_shape
+    h3, w3 = cfg.feature_map_shapes()[0]
     num_fg = cfg.num_classes - 1
 
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
@@ -87,14 +89,14 @@ def build_targets(boxes, classes, masks, is_crowd, anchors, cfg) -> Dict[str, tf
     # Resize every mask (plus one dummy channel, so that zero objects work), then keep the non-crowd ones.
     padded = tf.concat([masks, tf.zeros(tf.concat([tf.shape(masks)[:2], [1]], 0), masks.dtype)], axis=2)
 
-    def down(side):
-        small = tf.image.resize(padded, [side, side], "bilinear", antialias=False) > 0.5
-        return tf.gather(tf.transpose(tf.cast(small, tf.float32), [2, 0, 1]), fg)  # [n_fg, side, side]
+    def down(side_h, side_w):
+        small = tf.image.resize(padded, [side_h, side_w], "bilinear", antialias=False) > 0.5
+        return tf.gather(tf.transpose(tf.cast(small, tf.float32), [2, 0, 1]), fg)  # [n_fg, side_h, side_w]
 
-    proto_masks = down(hp)
-    p3_masks = tf.reshape(down(h3), [num_obj, h3 * h3])
+    proto_masks = down(hp, wp)
+    p3_masks = tf.reshape(down(h3, w3), [num_obj, h3 * w3])
     segm = tf.math.unsorted_segment_max(p3_masks, gt_classes - 1, num_fg)  # empty classes: lowest float
-    segm_t = tf.reshape(tf.transpose(tf.maximum(segm, 0.0)), [h3, h3, num_fg])
+    segm_t = tf.reshape(tf.transpose(tf.maximum(segm, 0.0)), [h3, w3, num_fg])
 
     pad = m - num_obj
     return {
@@ -103,7 +105,7 @@ def build_targets(boxes, classes, masks, is_crowd, anchors, cfg) -> Dict[str, tf
         "idx_t": idx_t,
         "gt_boxes": tf.ensure_shape(tf.pad(gt_boxes, [[0, pad], [0, 0]]), [m, 4]),
         "gt_classes": tf.ensure_shape(tf.pad(gt_classes, [[0, pad]]), [m]),
-        "gt_masks": tf.ensure_shape(tf.pad(proto_masks, [[0, pad], [0, 0], [0, 0]]), [m, hp, hp]),
-        "segm_t": tf.ensure_shape(segm_t, [h3, h3, num_fg]),
+        "gt_masks": tf.ensure_shape(tf.pad(proto_masks, [[0, pad], [0, 0], [0, 0]]), [m, hp, wp]),
+        "segm_t": tf.ensure_shape(segm_t, [h3, w3, num_fg]),
         "num_obj": num_obj,
     }

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 XDIST_GROUPS = {
     "test_deploy": "exports", "test_export": "exports", "test_faults_inference_2": "exports",
     "test_formats_out": "exports", "test_plus_export": "exports", "test_video": "exports",
+    "test_rectangular": "test_rectangular",  # its own small lite0 run + TFLite export (192x320), ~1 min
 }
 
 

@@ -64,7 +64,46 @@ def DEFINE_number(name, default, help, flag_values=flags.FLAGS, **kwargs):  # no
                  serializer=flags.ArgumentSerializer(), **kwargs)
 
 
-__all__ = ["parse_number", "DEFINE_number", "ArithmeticParser"]
+class ImgSizeParser(flags.ArgumentParser):
+    """absl parser for ``-img_size``: ``S`` (square) or ``HxW`` (e.g. ``384x672``) → int S or a tuple (H, W)
+    (config.py ``parse_img_size``; a malformed value is absl's one-line flag error).
+
+    Args:
+      check_min: also refuse sides below ``config.MIN_IMG_SIDE`` (64) here; train.py checks that with its other
+        options instead (yolact/training/options.py ``validate_options``).
+    """
+
+    def __init__(self, check_min: bool = False):
+        super().__init__()
+        self.check_min = check_min
+
+    def parse(self, argument):
+        from config import check_min_img_size, parse_img_size
+
+        value = parse_img_size(argument)
+        if self.check_min:
+            check_min_img_size(value, "-img_size")
+        return value
+
+    def flag_type(self):
+        return "S or HxW"
+
+
+class ImgSizeSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        from config import format_img_size
+
+        return format_img_size(value)
+
+
+def DEFINE_img_size(name, default, help, flag_values=flags.FLAGS, check_min: bool = False,  # noqa: N802
+                    **kwargs):
+    """An input-size flag taking ``S`` or ``HxW`` (see :class:`ImgSizeParser`)."""
+    flags.DEFINE(ImgSizeParser(check_min), name, default, help, flag_values=flag_values,
+                 serializer=ImgSizeSerializer(), **kwargs)
+
+
+__all__ = ["parse_number", "DEFINE_number", "ArithmeticParser", "ImgSizeParser", "DEFINE_img_size"]
 
 
 def define_model_flags(flag_values=flags.FLAGS, checkpoint_help: str | None = None) -> None:
@@ -76,7 +115,8 @@ def define_model_flags(flag_values=flags.FLAGS, checkpoint_help: str | None = No
         ".weights.h5 in such a folder"), flag_values=flag_values)
     flags.DEFINE_string("config", None, "config preset (config.py); only for a checkpoint without config.json, "
                         "otherwise it must match the saved one", flag_values=flag_values)
-    flags.DEFINE_integer("img_size", None, "input size; only for a checkpoint without config.json (anchor scales "
-                         "rescaled), otherwise it must match the saved one", lower_bound=64, flag_values=flag_values)
+    DEFINE_img_size("img_size", None, "input size S or HxW (e.g. 384x672); only for a checkpoint without "
+                    "config.json (anchor scales rescaled), otherwise it must match the saved one",
+                    flag_values=flag_values, check_min=True)
     flags.DEFINE_string("label_map", None, "label_map.json; only for a checkpoint without one (default: COCO's 80 "
                         "classes for 81-class models), otherwise it must match the saved one", flag_values=flag_values)

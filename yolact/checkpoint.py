@@ -189,7 +189,7 @@ def write_weights(model, path: str, cfg=None) -> str:
     return path
 
 
-def resolve_run(checkpoint: Optional[str], config_name: Optional[str] = None, img_size: Optional[int] = None,
+def resolve_run(checkpoint: Optional[str], config_name: Optional[str] = None, img_size=None,
                 label_map_path: Optional[str] = None) -> ResolvedRun:
     """The config and label map for ``checkpoint``: from its folder's ``config.json`` / ``label_map.json`` when
     present, else from the explicit ``config_name`` (a preset), ``img_size`` and ``label_map_path`` (COCO's 80
@@ -197,13 +197,21 @@ def resolve_run(checkpoint: Optional[str], config_name: Optional[str] = None, im
 
     Args:
       checkpoint: a run folder, a checkpoint prefix or a ``.weights.h5``; None for a fresh model.
-      config_name, img_size, label_map_path: explicit flags; each must agree with the saved files when both exist.
+      config_name, img_size, label_map_path: explicit flags; each must agree with the saved files when both exist
+        (``img_size``: int S, ``(H, W)`` or ``"HxW"``, config.py ``parse_img_size``).
 
     Raises:
-      RunFilesError: ``checkpoint`` does not exist; no saved config and no ``config_name``; unreadable files; an explicit value that contradicts
-        the saved config or label map (one-line message naming both values).
+      RunFilesError: ``checkpoint`` does not exist; no saved config and no ``config_name``; unreadable files; an
+        explicit value that contradicts the saved config or label map, a malformed ``img_size`` (one-line message
+        naming both values).
     """
-    from config import get_config
+    from config import format_img_size, get_config, parse_img_size
+
+    if img_size is not None:
+        try:
+            img_size = parse_img_size(img_size)
+        except ValueError as e:
+            raise RunFilesError(f"-{e}") from None
 
     if checkpoint and not (os.path.exists(checkpoint) or os.path.exists(f"{checkpoint}.index")):
         raise RunFilesError(f"checkpoint not found: {checkpoint} (expected a run folder, a checkpoint prefix or a "
@@ -222,8 +230,9 @@ def resolve_run(checkpoint: Optional[str], config_name: Optional[str] = None, im
         cfg = saved_cfg
         if config_name and config_name != cfg.name:
             raise RunFilesError(f"-config {config_name} contradicts {folder}/{CONFIG_FILENAME} ({cfg.name})")
-        if img_size and int(img_size) != cfg.img_size:
-            raise RunFilesError(f"-img_size {img_size} contradicts {folder}/{CONFIG_FILENAME} (img_size {cfg.img_size})")
+        if img_size and img_size != cfg.img_size:
+            raise RunFilesError(f"-img_size {format_img_size(img_size)} contradicts {folder}/{CONFIG_FILENAME} "
+                                f"(img_size {cfg.img_size_text})")
         saved_lm_path = os.path.join(folder, label_map_lib.LABEL_MAP_FILENAME)
         saved_lm = None
         if os.path.isfile(saved_lm_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from config import min_mask_side
 from yolact.fpn import xavier_conv
 from yolact.masks import assemble_masks
 
@@ -33,7 +34,8 @@ class FastMaskIoUNet(keras.layers.Layer):
 
     Call: ``masks`` float [n, H, W] or [n, H, W, 1] (cropped continuous mask probabilities at prototype size)
     -> float [n, num_classes - 1] predicted mask IoU per class (>= 0, can be exactly 0), in the layer's compute
-    dtype. H, W must be at least 63 (five unpadded stride-2 convs; prototypes of 63+ px need img_size >= 250).
+    dtype. H, W must be at least 63 (five unpadded stride-2 convs; prototypes of 63+ px need img_size >= 250; a
+    rectangular input along both axes).
 
     Args:
       num_classes: classes including background (the net predicts the ``num_classes - 1`` foreground ones).
@@ -59,9 +61,7 @@ class FastMaskIoUNet(keras.layers.Layer):
         shape = tuple(input_shape)
         if len(shape) == 3:
             shape = shape + (1,)
-        need = 1
-        for _ in self.channels:
-            need = 2 * need + 1  # side before a 3x3 stride-2 unpadded conv that outputs `need`
+        need = min_mask_side(len(self.channels))
         if any(side is not None and side < need for side in shape[1:3]):
             raise ValueError(f"the mask-IoU net needs masks of at least {need}x{need} px (prototypes), got "
                              f"{shape[1]}x{shape[2]}: use a larger img_size (>= 250 for YOLACT++)")

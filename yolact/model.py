@@ -64,7 +64,8 @@ class Yolact(keras.Model):
         :meth:`set_bn_frozen`).
 
     Call ``model(images, training=None, return_features=False)``:
-      images: float [B, S, S, 3], normalized RGB ``(x - mean_rgb) / std_rgb``, S = ``cfg.model.img_size``.
+      images: float [B, H, W, 3], normalized RGB ``(x - mean_rgb) / std_rgb``, (H, W) = ``cfg.input_size`` (S x S
+        for a square ``cfg.model.img_size`` S).
       Returns a dict of float32 tensors (also under a mixed-precision policy):
         ``loc`` [B, N, 4] encoded box offsets, ``conf`` [B, N, C] class logits (0 = background),
         ``mask`` [B, N, K] tanh coefficients, ``proto`` [B, Hp, Wp, K] ReLU prototypes,
@@ -76,8 +77,8 @@ class Yolact(keras.Model):
     detections (:func:`yolact.maskiou.predict_mask_iou`) call it. None otherwise.
 
     Raises (at call):
-      ValueError: the input side differs from ``cfg.model.img_size``, or the FPN level sides differ from
-        ``cfg.feature_map_sizes()`` (then the anchors would not line up with the predictions).
+      ValueError: the input size differs from ``cfg.input_size``, or the FPN level sizes differ from
+        ``cfg.feature_map_shapes()`` (then the anchors would not line up with the predictions).
     """
 
     def __init__(self, cfg, freeze_bn=None, **kwargs):
@@ -101,7 +102,7 @@ class Yolact(keras.Model):
         if m.use_maskiou:
             self.maskiou_net = FastMaskIoUNet(m.num_classes, m.maskiou_channels, name="maskiou_net")
             with keras.name_scope(self.name, caller=self):  # variable paths under the model, as the called layers
-                self.maskiou_net.build((None, m.proto_output_size, m.proto_output_size, 1))
+                self.maskiou_net.build((None, *m.proto_output_shape, 1))
         if freeze_bn is None:
             freeze_bn = m.freeze_bn if isinstance(m.freeze_bn, bool) else False
         self.set_bn_frozen(bool(freeze_bn))
@@ -173,16 +174,22 @@ class Yolact(keras.Model):
         self._bn_frozen = bool(frozen)
 
     def _check_sizes(self, images, levels):
-        s = self.cfg.model.img_size
+        in_h, in_w = self.cfg.input_size
         h, w = images.shape[1], images.shape[2]
-        if (h is not None and h != s) or (w is not None and w != s):
-            raise ValueError(f"input images are {h}x{w} but config {self.cfg.name!r} expects {s}x{s}")
-        expected = tuple(self.cfg.feature_map_sizes())
-        actual = tuple(level.shape[1] for level in levels)
-        if None not in actual and actual != expected:
+        if (h is not None and h != in_h) or (w is not None and w != in_w):
+            raise ValueError(f"input images are {h}x{w} but config {self.cfg.name!r} expects {in_h}x{in_w}")
+        if self.cfg.model.is_square:  # the message square configs always gave
+            expected, actual = tuple(self.cfg.feature_map_sizes()), tuple(level.shape[1] for level in levels)
+            what = "sides", "cfg.feature_map_sizes()"
+        else:
+            expected = tuple(self.cfg.feature_map_shapes())
+            actual = tuple((level.shape[1], level.shape[2]) for level in levels)
+            what = "sizes", "cfg.feature_map_shapes()"
+        if None not in tf.nest.flatten(actual) and actual != expected:
             raise ValueError(
-                f"FPN level sides {actual} differ from cfg.feature_map_sizes() {expected} for backbone "
-                f"{self.cfg.model.backbone!r} at {s}: the anchors would not match the predictions"
+                f"FPN level {what[0]} {actual} differ from {what[1]} {expected} for backbone "
+                f"{self.cfg.model.backbone!r} at {self.cfg.img_size_text}: the anchors would not match the "
+                "predictions"
             )
 
     def call(self, images, training=None, return_features=False):
@@ -215,7 +222,7 @@ class Yolact(keras.Model):
 
 
 def build_model(cfg, freeze_bn=None, weights=None):
-    """A built :class:`Yolact` (called once on a zero batch [1, S, S, 3]), optionally loading ``weights``.
+    """A built :class:`Yolact` (called once on a zero batch [1, H, W, 3]), optionally loading ``weights``.
 
     Args:
       cfg: a YolactConfig.
@@ -227,8 +234,7 @@ def build_model(cfg, freeze_bn=None, weights=None):
       FileNotFoundError: ``weights`` does not exist.
     """
     model = Yolact(cfg, freeze_bn=freeze_bn)
-    s = cfg.model.img_size
-    model(np.zeros((1, s, s, 3), np.float32), training=False)
+    model(np.zeros((1, *cfg.input_size, 3), np.float32), training=False)
     if weights is not None:
         if not tf.io.gfile.exists(str(weights)):
             raise FileNotFoundError(f"weights file not found: {weights}")

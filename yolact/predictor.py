@@ -52,16 +52,16 @@ class Predictor(Runner):
         super().__init__(cfg, label_map)
         self.model = model
         generator = None if nms_type is None and jit is None else DetectionGenerator(cfg, nms_type, jit)
-        s = cfg.model.img_size
+        in_h, in_w = cfg.input_size
         self._graph = tf.function(inference_function(model, cfg, self.category_ids, generator),
-                                  input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32, name="images")])
+                                  input_signature=[tf.TensorSpec([1, in_h, in_w, 3], tf.float32, name="images")])
         self._fn = self._graph
         self._freeze = freeze
         self._frozen = False  # True once the graph runs frozen (or freezing was tried and failed)
         self._images_run = 0
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, config_name: Optional[str] = None, img_size: Optional[int] = None,
+    def from_checkpoint(cls, checkpoint, config_name: Optional[str] = None, img_size=None,
                         label_map_path: Optional[str] = None, precision: str = "float32", **kwargs) -> "Predictor":
         """Config and label map from the checkpoint's folder (:func:`yolact.checkpoint.resolve_run`; the explicit
         values are only for folders without config.json), weights by :func:`yolact.checkpoint.load_model`;

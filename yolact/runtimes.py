@@ -161,16 +161,19 @@ class SavedModelRunner(Runner):
 
 
 class _FileRunner(Runner):
-    """A .tflite / .onnx export: its input must be [1, S, S, 3] with S = config.json's img_size."""
+    """A .tflite / .onnx export: its input must be [1, H, W, 3] with (H, W) = config.json's input size (S x S for
+    a square img_size S)."""
 
     def __init__(self, cfg, label_map, path: str):
         super().__init__(cfg, label_map)
         self.path = path
 
-    def _check_input_size(self, size: int) -> None:
-        if int(size) != self.cfg.img_size:
-            raise ModelFileError(f"{self.path} takes {size}x{size} images but its config says img_size "
-                                 f"{self.cfg.img_size}")
+    def _check_input_size(self, shape) -> None:
+        """``shape``: the model's input shape [1, H, W, 3]."""
+        h, w = int(shape[1]), int(shape[2])
+        if (h, w) != tuple(self.cfg.input_size):
+            raise ModelFileError(f"{self.path} takes {h}x{w} images but its config says img_size "
+                                 f"{self.cfg.img_size_text}")
 
 
 class TFLiteRunner(_FileRunner):
@@ -180,7 +183,7 @@ class TFLiteRunner(_FileRunner):
       num_threads: interpreter threads (None: LiteRT's default).
 
     Raises:
-      ModelFileError: the model's input side differs from the config's img_size.
+      ModelFileError: the model's input size (H, W) differs from the config's.
     """
 
     kind = "tflite"
@@ -191,7 +194,7 @@ class TFLiteRunner(_FileRunner):
         super().__init__(cfg, label_map, path)
         self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
         self._interpreter.allocate_tensors()  # applies XNNPACK here, not at the first run (its INFO line: see cli)
-        self._check_input_size(self._interpreter.get_input_details()[0]["shape"][1])
+        self._check_input_size(self._interpreter.get_input_details()[0]["shape"])
         self._runner = self._interpreter.get_signature_runner()
 
     def run(self, inputs, height, width):
@@ -208,7 +211,7 @@ class OnnxRunner(_FileRunner):
         with spinning the video path ran at a third of the graph's rate on 2 cores); True: onnxruntime's default.
 
     Raises:
-      ModelFileError: the model's input side differs from the config's img_size.
+      ModelFileError: the model's input size (H, W) differs from the config's.
     """
 
     kind = "onnx"
@@ -224,7 +227,7 @@ class OnnxRunner(_FileRunner):
         if not spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self._check_input_size(self._session.get_inputs()[0].shape[1])
+        self._check_input_size(self._session.get_inputs()[0].shape)
         self._names = [o.name for o in self._session.get_outputs()]
 
     def run(self, inputs, height, width):

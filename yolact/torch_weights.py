@@ -434,7 +434,7 @@ def _run_files(config_name, num_classes, label_map_path, folder):
         existing = checkpoint.read_config(str(folder))
         if to_dict(existing) != to_dict(cfg):
             raise ValueError(f"{folder}/{checkpoint.CONFIG_FILENAME} describes another model ({existing.name}, "
-                             f"{existing.num_classes} classes, {existing.img_size} px): write into another folder")
+                             f"{existing.num_classes} classes, {existing.img_size_text} px): write into another folder")
     return cfg, label_map
 
 

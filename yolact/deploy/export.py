@@ -29,7 +29,7 @@ def write_deployables(model, cfg, label_map, folder: str, tflite_precisions: Seq
       model, cfg, label_map: the built model with weights, its config and label map.
       folder: existing output folder.
       tflite_precisions: subset of :data:`yolact.deploy.tflite.PRECISIONS`.
-      representative: calibration images for int8, float32 [1, S, S, 3] (see :func:`yolact.deploy.tflite.convert`).
+      representative: calibration images for int8, float32 [1, H, W, 3] (see :func:`yolact.deploy.tflite.convert`).
       onnx: also write :data:`ONNX_FILENAME`.
       openvino: also write :data:`yolact.deploy.openvino.OPENVINO_FILENAME` + ``.bin``, converted from the ONNX
         file (written first; removed again without ``onnx``). Needs the ``openvino`` package.

@@ -4,7 +4,7 @@
 * ``float16``: float16 weights (``optimizations=[DEFAULT]``, ``supported_types=[float16]``), computed in float32 on
   CPUs without float16 arithmetic; about half the file size.
 * ``int8``: full-integer post-training quantization of the network: int8 weights (per channel) and activations
-  (per tensor), calibrated on representative images (float32 [1, S, S, 3] resized pixels, the input the model
+  (per tensor), calibrated on representative images (float32 [1, H, W, 3] resized pixels, the input the model
   takes). The detection stage (box decoding, Fast NMS, mask assembly, YOLACT++ re-scoring) stays float32, as
   TFLite's own detection models keep their post-processing float: see :func:`convert`. The input (float32 pixels,
   quantized inside) and the outputs stay as in the contract (float32 / int32), so callers never (de)quantize.
@@ -73,14 +73,14 @@ def convert(concrete, precision: str, representative: Optional[Callable[[], Iter
     """Convert a frozen concrete function (:func:`yolact.deploy.graph.freeze`) to a TFLite flatbuffer with builtin ops only.
 
     Args:
-      concrete: :func:`yolact.deploy.graph.freeze`'s concrete function, input float32 [1, S, S, 3].
+      concrete: :func:`yolact.deploy.graph.freeze`'s concrete function, input float32 [1, H, W, 3].
       precision: one of :data:`PRECISIONS`. int8 is TFLite's own post-training path in two steps, calibration
         (``_experimental_calibrate_only``) then the MLIR quantizer (``mlir_quantize``, what ``convert()`` and the
         QuantizationDebugger run), with the detection stage's statistics removed in between
         (:func:`_without_detection_statistics`): the network (backbone, FPN, protonet, heads) is int8 with
         per-channel weights; the detection stage computes in float32 except the ops the quantizer keeps on int8
         network outputs (slicing, softmax: scores come in steps of 1/256).
-      representative: for int8 (required there): a callable returning an iterable of float32 [1, S, S, 3] arrays,
+      representative: for int8 (required there): a callable returning an iterable of float32 [1, H, W, 3] arrays,
         the calibration images resized as the input (:func:`yolact.ops.preprocess.resize_image`).
       metadata: strings stored as JSON in the model's metadata entry :data:`METADATA_NAME` (see
         :func:`read_metadata`).

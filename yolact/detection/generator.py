@@ -47,7 +47,7 @@ class DetectionGenerator(keras.layers.Layer):
     zero).
 
     Args:
-      cfg: a ``YolactConfig`` (``cfg.detection``: thresholds, top_k, D, default nms_type; ``cfg.model.img_size``;
+      cfg: a ``YolactConfig`` (``cfg.detection``: thresholds, top_k, D, default nms_type; ``cfg.input_size`` for traditional NMS;
         the anchors are ``make_anchors(cfg)``, the same as ``model.anchors``).
       nms_type: 'fast' (per class), 'cross_class' or 'traditional' (yolact/detection/nms.py); default
         ``cfg.detection.nms_type``.

@@ -140,11 +140,13 @@ def traditional_nms(boxes, fg_scores, coefs, conf_threshold, nms_threshold, max_
     original: Detect.traditional_nms + utils/cython_nms.pyx: per class, boxes with that class's score
     > ``conf_threshold`` (no top_k), scaled by ``img_size`` with +1 width/height, suppressed when IoU >= threshold;
     all classes merged and the best ``max_num_detection`` kept. Arguments and result as :func:`fast_nms`;
-    ``img_size`` is the network input side in pixels. Not XLA-compilable.
+    ``img_size`` is the network input side S in pixels, or ``(H, W)`` for a rectangular input (x scaled by W, y by
+    H: the +1 convention acts in input pixels along each axis). Not XLA-compilable.
     """
     num_fg = fg_scores.shape[-1]
     batch = tf.shape(boxes)[0]
-    scaled = boxes * float(img_size)
+    in_h, in_w = (img_size, img_size) if np.isscalar(img_size) else img_size
+    scaled = boxes * tf.constant([in_w, in_h, in_w, in_h], boxes.dtype)
     plus_one = tf.concat([scaled[..., :2], scaled[..., 2:] + 1.0], axis=-1)
     iou_thr = float(np.nextafter(np.float32(nms_threshold), np.float32(0)))  # '>' on this == '>=' on threshold
     per_class_boxes = tf.repeat(plus_one, num_fg, axis=0)  # [B*(C-1), N, 4] row b*(C-1)+c
@@ -221,9 +223,9 @@ def nms_fn(cfg, nms_type: Optional[str] = None, jit: Optional[bool] = None):
       ValueError: see :func:`resolve_nms`.
     """
     nms_type, jit = resolve_nms(cfg, nms_type, jit)
-    key = (cfg.detection, nms_type, jit, cfg.model.img_size)
+    key = (cfg.detection, nms_type, jit, cfg.input_size)
     if key not in _COMPILED:
-        det_cfg, img_size = cfg.detection, cfg.model.img_size
+        det_cfg, img_size = cfg.detection, cfg.input_size
 
         def run(loc, conf, mask, anchors):
             return _detect_graph(loc, conf, mask, anchors, det_cfg, nms_type, img_size)

@@ -2,8 +2,8 @@
 
 original: utils/augmentations.py BaseTransform / FastBaseTransform (resize, then BackboneTransform: normalise).
 
-* :func:`resize` — uint8/float [..., H, W, 3] RGB → float32 [..., S, S, 3] pixel values (half-pixel bilinear, no
-  antialias, aspect not kept). Exported TFLite / ONNX graphs take exactly this (yolact/deploy/graph.py);
+* :func:`resize` — uint8/float [..., h, w, 3] RGB → float32 [..., H, W, 3] pixel values, (H, W) =
+  ``cfg.input_size`` (half-pixel bilinear, no antialias, aspect not kept). Exported TFLite / ONNX graphs take exactly this (yolact/deploy/graph.py);
   :func:`resize_image` is the same op for one numpy image, as every runner calls it (yolact/runtimes.py).
 * :func:`normalize` — ``(x − mean_rgb) / std_rgb``, inside the model's inference graph.
 * :func:`eval_preprocess` — both, for in-graph evaluation input.
@@ -29,15 +29,15 @@ def denormalize(images, cfg) -> np.ndarray:
 
 
 def resize(image: tf.Tensor, cfg) -> tf.Tensor:
-    """uint8/float [H, W, 3] or [B, H, W, 3] RGB → float32 [(B,) S, S, 3] pixel values 0..255, S =
-    ``cfg.model.img_size``: half-pixel bilinear, no antialias, aspect not kept (original: FastBaseTransform's
-    ``F.interpolate(..., mode='bilinear', align_corners=False)`` on the float image)."""
-    s = cfg.model.img_size
-    return tf.image.resize(tf.cast(image, tf.float32), [s, s], method="bilinear", antialias=False)
+    """uint8/float [h, w, 3] or [B, h, w, 3] RGB → float32 [(B,) H, W, 3] pixel values 0..255, (H, W) =
+    ``cfg.input_size`` (S x S for a square ``cfg.model.img_size``): half-pixel bilinear, no antialias, aspect not
+    kept (original: FastBaseTransform's ``F.interpolate(..., mode='bilinear', align_corners=False)`` on the float
+    image, to the rectangle for a rectangular config)."""
+    return tf.image.resize(tf.cast(image, tf.float32), list(cfg.input_size), method="bilinear", antialias=False)
 
 
 def eval_preprocess(image: tf.Tensor, cfg) -> tf.Tensor:
-    """Eval-time input: uint8/float [(B,) H, W, 3] RGB → float32 [(B,) S, S, 3] normalized (:func:`resize`, then
+    """Eval-time input: uint8/float [(B,) h, w, 3] RGB → float32 [(B,) H, W, 3] normalized (:func:`resize`, then
     :func:`normalize`)."""
     return normalize(resize(image, cfg), cfg)
 
@@ -46,7 +46,8 @@ _RESIZE_FNS = {}
 
 
 def resize_image(image: np.ndarray, cfg) -> np.ndarray:
-    """:func:`resize` of one uint8 RGB image [H, W, 3] as numpy float32 [1, S, S, 3] (a cached graph per size S):
+    """:func:`resize` of one uint8 RGB image [h, w, 3] as numpy float32 [1, H, W, 3] (a cached graph per input
+    size (H, W)):
     the input of every exported graph and of the in-process inference graph.
 
     Raises:
@@ -55,7 +56,7 @@ def resize_image(image: np.ndarray, cfg) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got {image.shape}")
-    s = cfg.model.img_size
+    s = cfg.input_size
     if s not in _RESIZE_FNS:
-        _RESIZE_FNS[s] = tf.function(lambda x: resize(x[None], cfg), reduce_retracing=True)  # uses only S
+        _RESIZE_FNS[s] = tf.function(lambda x: resize(x[None], cfg), reduce_retracing=True)  # uses only (H, W)
     return _RESIZE_FNS[s](tf.convert_to_tensor(image)).numpy()

@@ -38,7 +38,7 @@ class TrainOptions:
     tfrecord_dir: str = "data/tfrecords"
     weights: str = "weights"
     config: Optional[str] = None
-    img_size: Optional[int] = None
+    img_size: Optional[object] = None  # int S, (H, W) or "HxW" (config.parse_img_size)
     batch_size: Optional[int] = None
     lr: Optional[float] = None
     momentum: Optional[float] = None
@@ -81,6 +81,19 @@ def _parse_lr_steps(values) -> tuple:
     return steps
 
 
+def _img_size_check(img_size):
+    """``(ok, message)`` for ``-img_size``: S or HxW, both sides >= 64."""
+    from config import check_min_img_size, parse_img_size
+
+    if img_size is None:
+        return True, ""
+    try:
+        check_min_img_size(parse_img_size(img_size), "-img_size")
+    except ValueError as e:
+        return False, str(e) if str(e).startswith("-img_size") else f"-{e}"
+    return True, ""
+
+
 def validate_options(o: TrainOptions) -> TrainOptions:
     """Check every option on its own (before any file is read or anything built); return them with ``lr_steps``
     as a tuple of ints.
@@ -95,7 +108,7 @@ def validate_options(o: TrainOptions) -> TrainOptions:
         (o.train_iter is None or o.train_iter >= 1, f"-train_iter must be >= 1, got {o.train_iter}"),
         (o.warmup_iter is None or o.warmup_iter >= 0, f"-warmup_iter must be >= 0, got {o.warmup_iter}"),
         (o.batch_size is None or o.batch_size >= 1, f"-batch_size must be >= 1, got {o.batch_size}"),
-        (o.img_size is None or o.img_size >= 64, f"-img_size must be >= 64, got {o.img_size}"),
+        _img_size_check(o.img_size),
         (o.print_interval >= 1, f"-print_interval must be >= 1, got {o.print_interval}"),
         (o.save_interval >= 1, f"-save_interval must be >= 1, got {o.save_interval}"),
         (o.keep_checkpoints >= 1, f"-keep_checkpoints must be >= 1, got {o.keep_checkpoints}"),
@@ -148,15 +161,32 @@ def check_val_annotations(path: str) -> None:
 
 
 def check_img_size(cfg) -> None:
-    """The backbone's strides must leave at least one cell at every level P3..P7.
+    """The input size must suit the network: the backbone's strides must leave at least one cell at every level
+    P3..P7 along both axes (every backbone does from 64 px on, the flags' minimum), and YOLACT++'s mask-IoU net
+    (yolact/maskiou.py: five unpadded 3x3 stride-2 convs) needs prototypes of at least 63 px along both axes
+    (inputs of about 250 px and more).
 
     Raises:
-      OptionError: some level would be empty (e.g. 17 px for EfficientNet-Lite0).
+      OptionError: some level would be empty (e.g. 17 px for EfficientNet-Lite0), or prototypes too small for the
+        mask-IoU net; one line naming the size.
     """
-    sizes = cfg.feature_map_sizes()
-    if min(sizes) < 1:
-        raise OptionError(f"-img_size {cfg.img_size} is too small for {cfg.model.backbone}: feature maps "
+    from config import min_mask_side
+
+    if cfg.model.is_square:
+        sizes = cfg.feature_map_sizes()
+        empty = min(sizes) < 1
+    else:
+        sizes = [f"{h}x{w}" for h, w in cfg.feature_map_shapes()]
+        empty = min(min(hw) for hw in cfg.feature_map_shapes()) < 1
+    if empty:
+        raise OptionError(f"-img_size {cfg.img_size_text} is too small for {cfg.model.backbone}: feature maps "
                           f"P3..P7 would be {list(sizes)}")
+    if cfg.model.use_maskiou:
+        need = min_mask_side(len(cfg.model.maskiou_channels))
+        hp, wp = cfg.model.proto_output_shape
+        if min(hp, wp) < need:
+            raise OptionError(f"-img_size {cfg.img_size_text} is too small for the mask-IoU net of {cfg.name}: "
+                              f"prototypes {hp}x{wp}, it needs at least {need}x{need} (about 250 px inputs)")
 
 
 def _resolved_train(o: TrainOptions, base_train, autoscale: bool, log):

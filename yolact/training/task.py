@@ -29,6 +29,13 @@ class InitError(OptionError):
 ARCHITECTURE_FIELDS = ("backbone", "img_size", "fpn_channels", "num_mask")
 
 
+def _shown(value, field_name: str) -> str:
+    """A model field for a message: ``img_size`` as the flag takes it (``550``, ``384x672``)."""
+    from config import format_img_size
+
+    return format_img_size(value) if field_name == "img_size" else str(value)
+
+
 def schedule_for(train_cfg):
     """The lr schedule of a resolved ``TrainConfig`` (values used as they are: autoscaling happened when the
     config was resolved, see yolact/training/options.py)."""
@@ -116,7 +123,8 @@ class YolactTask:
         theirs = None
         if os.path.isfile(os.path.join(folder, checkpoint.CONFIG_FILENAME)):
             theirs = checkpoint.read_config(folder)
-            diff = [f"{k} {getattr(theirs.model, k)} vs {getattr(self.cfg.model, k)}" for k in ARCHITECTURE_FIELDS
+            diff = [f"{k} {_shown(getattr(theirs.model, k), k)} vs {_shown(getattr(self.cfg.model, k), k)}"
+                    for k in ARCHITECTURE_FIELDS
                     if getattr(theirs.model, k) != getattr(self.cfg.model, k)]
             if diff:
                 raise InitError(f"-init {path} has another architecture than this run ({'; '.join(diff)})")
