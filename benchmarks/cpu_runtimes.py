@@ -238,7 +238,7 @@ def main(argv):
     load_after = os.getloadavg()[0]
     n = FLAGS.rounds * len(photos)
     cfg = next(iter(runners.values())).cfg
-    print(f"{', '.join(sorted({r.cfg.name for r in runners.values()}))} at {cfg.img_size}, {len(photos)} photos x {FLAGS.rounds} rounds, batch 1, "
+    print(f"{', '.join(sorted({r.cfg.name for r in runners.values()}))} at {cfg.img_size_text}, {len(photos)} photos x {FLAGS.rounds} rounds, batch 1, "
           f"{FLAGS.num_threads} runtime threads, {os.cpu_count()} CPUs; load average {load_before:.2f} before, "
           f"{load_after:.2f} after")
     first = None

@@ -38,7 +38,7 @@ def calibration(args):
     cfg, _, _ = resolve_run(os.path.join(args.export_dir, "yolact.onnx"))
     images = [resize_image(image.numpy(), cfg) for image, _ in eval_images(args.representative_data).take(args.images)]
     np.save(args.out, np.concatenate(images))
-    print(f"{len(images)} calibration images {cfg.img_size}x{cfg.img_size} -> {args.out}")
+    print(f"{len(images)} calibration images {cfg.img_size_text} -> {args.out}")
 
 
 def quantize(args):

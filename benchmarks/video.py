@@ -160,7 +160,7 @@ def main(argv):
                 b = best.setdefault(name, [0.0, 0.0, 0.0])
                 best[name] = [max(b[0], g), max(b[1], s), max(b[2], p)]
     cfg = variants[0][1].cfg
-    print(f"\n{cfg.name} at {cfg.img_size} px, {FLAGS.frames} frames of {os.path.basename(src)}, top_k {FLAGS.top_k}, "
+    print(f"\n{cfg.name} at {cfg.img_size_text} px, {FLAGS.frames} frames of {os.path.basename(src)}, top_k {FLAGS.top_k}, "
           f"{os.cpu_count()} CPUs, load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; "
           f"best of {FLAGS.repeats} interleaved rounds, frames/s:")
     print(f"{'form':30s} {'graph only':>10s} {'sequential':>10s} {'pipelined':>10s} {'pipe/graph':>10s}")

@@ -256,7 +256,7 @@ class OpenVinoRunner(_FileRunner):
         super().__init__(cfg, label_map, path)
         config = dict(COMPILE_CONFIG, **({"INFERENCE_NUM_THREADS": int(num_threads)} if num_threads else {}))
         self._compiled = ov.Core().compile_model(path, "CPU", config)
-        self._check_input_size(self._compiled.input(0).get_partial_shape()[1].get_length())
+        self._check_input_size([d.get_length() for d in self._compiled.input(0).get_partial_shape()])
         self._request = self._compiled.create_infer_request()
         self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
 
