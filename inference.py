@@ -88,8 +88,9 @@ flags.DEFINE_string("model", None, "instead of -checkpoint: an export of export_
                     "beside it")
 flags.DEFINE_integer("num_threads", None, "-model .tflite / .onnx / .xml: CPU threads (default: the runtime's; "
                      "-video .tflite: every core)", lower_bound=1)
-flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint: compute dtype of the network "
-                  "(bfloat16: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS)")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "-checkpoint or -model .xml (OpenVINO): "
+                  "compute dtype (bfloat16 in-process: Keras mixed_bfloat16 policy, float32 weights, outputs and NMS; "
+                  "OpenVINO: its bf16 inference precision)")
 flags.DEFINE_string("save", None, "-image / -images / -video: also save the detections shown, comma-separated "
                     "coco,labelme,png (utils/result_formats.py); -annotations_file: COCO results use its image ids")
 flags.DEFINE_boolean("benchmark", False, "print per-stage ms and FPS (data loading excluded, first 2 frames skipped)")
@@ -397,8 +398,9 @@ def main(argv):
             raise UserError(str(e)) from None
     if bool(FLAGS.checkpoint) == bool(FLAGS.model):
         raise UserError("give exactly one of -checkpoint (weights) or -model (an exported model)")
-    if FLAGS.model and FLAGS.precision != "float32":
-        raise UserError("-precision applies to -checkpoint; an exported model has its own precision")
+    if FLAGS.model and FLAGS.precision != "float32" and not FLAGS.model.lower().endswith(".xml"):
+        raise UserError("-precision applies to -checkpoint and an OpenVINO -model .xml; this exported model has its "
+                        "own precision")
     if modes[0] == "eval":
         _check_eval_flags()
     from utils.atomic import DiskFullError
@@ -424,7 +426,7 @@ def main(argv):
                 if threads is None and model_kind(FLAGS.model) == "tflite":
                     threads = graph_threads()
             with cli.native_noise_filtered():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
-                predictor = open_model(FLAGS.model, cfg, label_map, threads, spinning)
+                predictor = open_model(FLAGS.model, cfg, label_map, threads, spinning, FLAGS.precision)
         else:
             nms_type = ("cross_class" if FLAGS.cross_class_nms else "fast") if FLAGS.fast_nms else "traditional"
             predictor = Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,

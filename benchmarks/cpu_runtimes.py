@@ -74,7 +74,7 @@ def _path(variant):
 def build(variant):
     from yolact.checkpoint import resolve_run
     from yolact.predictor import Predictor
-    from yolact.runtimes import OpenVinoRunner, open_model
+    from yolact.runtimes import open_model
 
     if variant == "inproc_float32":
         if not FLAGS.checkpoint:
@@ -84,12 +84,8 @@ def build(variant):
     cfg, label_map, _ = resolve_run(path)
     if os.path.isfile(variant):
         return open_model(path, cfg, label_map, FLAGS.num_threads)
-    if variant == "openvino_bfloat16":  # the float32 IR with OpenVINO's bfloat16 arithmetic (its default on AMX)
-        runner = OpenVinoRunner(cfg, label_map, path, FLAGS.num_threads)
-        runner._compiled = _compile_openvino(path, INFERENCE_PRECISION_HINT="bf16")
-        runner._request = runner._compiled.create_infer_request()
-        runner._outputs = [(o, o.get_any_name()) for o in runner._compiled.outputs]
-        return runner
+    if variant == "openvino_bfloat16":  # the float32 IR with OpenVINO's bfloat16 arithmetic (inference.py -precision)
+        return open_model(path, cfg, label_map, FLAGS.num_threads, precision="bfloat16")
     return open_model(path, cfg, label_map, FLAGS.num_threads)
 
 

@@ -236,26 +236,30 @@ class OnnxRunner(_FileRunner):
 
 class OpenVinoRunner(_FileRunner):
     """An OpenVINO IR (.xml + .bin, export_saved_model.py ``-openvino``: the ONNX export converted,
-    yolact/deploy/openvino.py) compiled for OpenVINO's CPU plugin, latency hint, float32 arithmetic
-    (``yolact.deploy.openvino.COMPILE_CONFIG``: OpenVINO would pick bfloat16 by itself on CPUs that have it).
+    yolact/deploy/openvino.py) compiled for OpenVINO's CPU plugin, latency hint, with an explicit arithmetic
+    precision (``yolact.deploy.openvino.compile_config``: OpenVINO would pick bfloat16 by itself on CPUs that have
+    it).
 
     Args:
       num_threads: ``INFERENCE_NUM_THREADS`` (None: OpenVINO's default).
+      precision: 'float32' (default: the ONNX model's results to ~1e-5) or 'bfloat16' (AVX-512 BF16 / AMX: several
+        times faster on such CPUs; scores move by up to a few 1e-2, as the in-process ``-precision bfloat16``).
 
     Raises:
-      ModelFileError: the model's input side differs from the config's img_size.
+      ModelFileError: the model's input size differs from the config's img_size.
+      ValueError: an unknown precision.
     """
 
     kind = "openvino"
 
-    def __init__(self, cfg, label_map, path: str, num_threads: Optional[int] = None):
+    def __init__(self, cfg, label_map, path: str, num_threads: Optional[int] = None, precision: str = "float32"):
         import openvino as ov
 
-        from yolact.deploy.openvino import COMPILE_CONFIG
+        from yolact.deploy.openvino import compile_config
 
         super().__init__(cfg, label_map, path)
-        config = dict(COMPILE_CONFIG, **({"INFERENCE_NUM_THREADS": int(num_threads)} if num_threads else {}))
-        self._compiled = ov.Core().compile_model(path, "CPU", config)
+        self.precision = precision
+        self._compiled = ov.Core().compile_model(path, "CPU", compile_config(precision, num_threads))
         self._check_input_size([d.get_length() for d in self._compiled.input(0).get_partial_shape()])
         self._request = self._compiled.create_infer_request()
         self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
@@ -265,23 +269,31 @@ class OpenVinoRunner(_FileRunner):
         return {name: result[o] for o, name in self._outputs}
 
 
-def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None, spinning: bool = True) -> Runner:
+def open_model(path: str, cfg, label_map, num_threads: Optional[int] = None, spinning: bool = True,
+               precision: str = "float32") -> Runner:
     """The runner for an exported model ``path`` (see :func:`model_kind`); ``cfg`` / ``label_map`` are the
     export's (``yolact.checkpoint.resolve_run(path)``: config.json and label_map.json beside the model).
-    ``num_threads``: .tflite / .onnx CPU threads; ``spinning``: .onnx only (:class:`OnnxRunner`).
+    ``num_threads``: .tflite / .onnx / .xml CPU threads; ``spinning``: .onnx only (:class:`OnnxRunner`);
+    ``precision``: an OpenVINO .xml may run in 'bfloat16' (:class:`OpenVinoRunner`), every other form only in its
+    own precision ('float32' here).
 
     Raises:
       ModelFileError: unknown kind, missing file, a file the runtime cannot read (truncated, corrupt: one line
-        naming it), or an input size that differs from ``cfg``.
+        naming it), an input size that differs from ``cfg``, or a precision other than float32 for a form that
+        is not an OpenVINO .xml.
     """
     kind = model_kind(path)
+    if precision != "float32" and kind != "openvino":
+        raise ModelFileError(f"{path}: precision {precision} applies to an OpenVINO .xml (and to -checkpoint); a "
+                             f"{kind} export has its own precision")
     try:
         if kind == "saved_model":
             return SavedModelRunner(cfg, label_map, path)
         if kind == "onnx":
             return OnnxRunner(cfg, label_map, path, num_threads, spinning)
-        runner = {"tflite": TFLiteRunner, "openvino": OpenVinoRunner}[kind]
-        return runner(cfg, label_map, path, num_threads)
+        if kind == "openvino":
+            return OpenVinoRunner(cfg, label_map, path, num_threads, precision)
+        return TFLiteRunner(cfg, label_map, path, num_threads)
     except ModelFileError:
         raise
     except Exception as e:  # noqa: BLE001 -- each runtime has its own errors for a truncated or corrupt file

@@ -9,9 +9,26 @@ frontend, no TensorFlow in between), saved as ``yolact_openvino.xml`` + ``.bin``
 from __future__ import annotations
 
 OPENVINO_FILENAME = "yolact_openvino.xml"
-# OpenVINO picks bfloat16 arithmetic by itself on CPUs that have it (AVX-512 BF16 / AMX): float32 is asked for
-# explicitly so that the IR gives the ONNX model's results (docs/benchmarks.md "CPU runtimes and int8").
-COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+# OpenVINO picks bfloat16 arithmetic by itself on CPUs that have it (AVX-512 BF16 / AMX): the precision is always
+# asked for explicitly, float32 by default so that the IR gives the ONNX model's results; bfloat16 on request
+# (inference.py -precision bfloat16; docs/benchmarks.md "CPU runtimes and int8").
+PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISION_HINTS["float32"]}
+
+
+def compile_config(precision: str = "float32", num_threads=None) -> dict:
+    """The CPU plugin's compile options: latency hint, ``precision`` ('float32' or 'bfloat16': the arithmetic of the
+    float32 IR) and, when given, ``INFERENCE_NUM_THREADS``.
+
+    Raises:
+      ValueError: an unknown precision.
+    """
+    if precision not in PRECISION_HINTS:
+        raise ValueError(f"unknown OpenVINO precision {precision!r}: expected one of {', '.join(PRECISION_HINTS)}")
+    config = dict(COMPILE_CONFIG, INFERENCE_PRECISION_HINT=PRECISION_HINTS[precision])
+    if num_threads:
+        config["INFERENCE_NUM_THREADS"] = int(num_threads)
+    return config
 
 
 def convert(onnx_path: str, xml_path: str) -> str:
@@ -33,4 +50,4 @@ def convert(onnx_path: str, xml_path: str) -> str:
     return xml_path
 
 
-__all__ = ["OPENVINO_FILENAME", "COMPILE_CONFIG", "convert"]
+__all__ = ["OPENVINO_FILENAME", "PRECISION_HINTS", "COMPILE_CONFIG", "compile_config", "convert"]
