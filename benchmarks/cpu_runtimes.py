@@ -21,7 +21,7 @@ int8 models), and the 1-minute load average before and after.
 stage), and the time of the network alone (the model cut before the detection stage) next to the whole graph; for
 each OpenVINO variant, OpenVINO's per-node profile summed by node type (share of the graph's time).
 
-    python benchmarks/cpu_runtimes.py -checkpoint /work/assets/qs/weights/sample -export_dir /work/assets/lite0_export
+    python benchmarks/cpu_runtimes.py -checkpoint quickstart_out/weights/sample -export_dir exports/quickstart
     python benchmarks/cpu_runtimes.py -checkpoint R50/r50.weights.h5 -export_dir R50_EXPORT \\
         -variants tflite_int8,openvino_int8,openvino_float32,onnx -openvino_int8 R50_OV/yolact_openvino_int8.xml -profile
 """

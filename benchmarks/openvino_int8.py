@@ -5,11 +5,11 @@ TensorFlow, so the calibration images are written first by the project's venv (t
 ``export_saved_model.py -tflite int8 -representative_data``), then quantized in the NNCF venv::
 
     .venv/bin/python benchmarks/openvino_int8.py calibration -export_dir EXPORT \\
-        -representative_data '/work/assets/r50b/records/val-*' -out /tmp/cal.npy
-    /work/assets/ovenv/bin/python benchmarks/openvino_int8.py quantize -export_dir EXPORT -calibration /tmp/cal.npy \\
+        -representative_data 'data/coco_mini/val-*' -out /tmp/cal.npy
+    /tmp/ovenv/bin/python benchmarks/openvino_int8.py quantize -export_dir EXPORT -calibration /tmp/cal.npy \\
         -out OUT_DIR      # writes OUT_DIR/yolact_openvino_int8.xml + .bin, config.json, label_map.json
 
-(the NNCF venv: ``.venv/bin/python -m venv /work/assets/ovenv && /work/assets/ovenv/bin/pip install openvino nncf
+(the NNCF venv: ``.venv/bin/python -m venv /tmp/ovenv && /tmp/ovenv/bin/pip install openvino nncf
 onnx numpy``.) As the int8 TFLite model, the detection stage stays float: every node named under
 ``detection_generator`` and the mask assembly's MatMul (the network has no MatMul) are NNCF's ignored scope.
 

@@ -29,7 +29,7 @@ OUT=${RECT_OUT:-/tmp/yolact_rectangular}
 STAGES=${RECT_STAGES:-speed train accuracy}
 SHARED=${YOLACT_SHARED:-../shared}
 MINI="$SHARED/data/coco2017_mini"
-R50_WEIGHTS=${R50_WEIGHTS:-/work/assets/r50b/r50/r50.weights.h5}
+R50_WEIGHTS=${R50_WEIGHTS:-}  # default: converted from the parity fixture into RECT_OUT (below)
 SIZES=${RECT_SIZES:-550 512 384x672}
 REP_IMAGES=${RECT_REP_IMAGES:-20}
 ROUNDS=${RECT_ROUNDS:-3}
@@ -52,6 +52,11 @@ weights_at() {
   ln -sf "$(realpath "$R50_WEIGHTS")" "$dir/r50.weights.h5"
   echo "$dir/r50.weights.h5"
 }
+if [ -z "$R50_WEIGHTS" ]; then
+  R50_WEIGHTS="$OUT/r50_fixture/r50.weights.h5"
+  [ -f "$R50_WEIGHTS" ] || "$PY" -m utils.convert_weights -src "$SHARED/fixtures/reference_r50/weights.npz" \
+    -config yolact_resnet50 -out "$R50_WEIGHTS"
+fi
 note "=== benchmarks/rectangular.sh $(date -u +%Y-%m-%dT%H:%MZ) $(git rev-parse --short HEAD) stages: $STAGES"
 
 if [[ " $STAGES " == *" speed "* || " $STAGES " == *" train "* ]] && [ ! -f "$OUT/records/coco/val-00000-of-00001.tfrecord" ]; then

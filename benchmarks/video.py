@@ -17,8 +17,8 @@ ratio ``pipelined / graph`` is the one to watch.
 
 Example (one command each; the lead's quiet runs)::
 
-    python benchmarks/video.py -run /work/assets/qs/weights/sample -export /work/assets/lite0_export
-    python benchmarks/video.py -run /work/assets/r50b/r50 -export /work/assets/r50b/export -forms int8,float32 \
+    python benchmarks/video.py -run quickstart_out/weights/sample -export exports/quickstart
+    python benchmarks/video.py -run weights/r50 -export exports/r50 -forms int8,float32 \
         -frames 60
 """
 
