@@ -51,6 +51,8 @@ flags.DEFINE_integer("graph_runs", 30, "Runner.run calls per graph-only measurem
 flags.DEFINE_integer("repeats", 2, "interleaved rounds; the best of each variant is reported")
 flags.DEFINE_integer("top_k", 5, "detections drawn (and masks upsampled) per frame")
 flags.DEFINE_integer("post_workers", None, "utils/video.py post threads (default: its DEFAULT_POST_WORKERS)")
+flags.DEFINE_list("stage_nice", ["default"], "utils/video.py stage_nice values to try ('default': its "
+                  "DEFAULT_STAGE_NICE; 0: every thread at the same priority)")
 
 
 def sequential(runner, src, dst, frames, select, draw):
@@ -76,14 +78,15 @@ def sequential(runner, src, dst, frames, select, draw):
     return n / (time.perf_counter() - t0)
 
 
-def pipelined(runner, src, dst, frames, select, draw):
+def pipelined(runner, src, dst, frames, select, draw, nice=None):
     import cv2
 
-    from utils.video import DEFAULT_POST_WORKERS, process_video
+    from utils.video import DEFAULT_POST_WORKERS, DEFAULT_STAGE_NICE, process_video
 
     cap = cv2.VideoCapture(src)
     result = process_video(runner, cap, dst, cap.get(cv2.CAP_PROP_FPS) or 30.0, draw, max_frames=frames,
-                           select=select, post_workers=FLAGS.post_workers or DEFAULT_POST_WORKERS, progress=False)
+                           select=select, post_workers=FLAGS.post_workers or DEFAULT_POST_WORKERS, progress=False,
+                           stage_nice=DEFAULT_STAGE_NICE if nice is None else nice)
     busy = ", ".join(f"{k} {1000 * v / max(result.frames_written, 1):.0f}" for k, v in result.busy.items())
     return result.frames_written / result.seconds, busy
 
@@ -144,17 +147,20 @@ def main(argv):
             def draw(rgb, result, names=names):
                 return draw_detections(rgb, result, names, 0.0, FLAGS.top_k)
 
-            variants.append((f"{form} threads={t}" + (f" spin={spin}" if spin else ""), runner, select, draw))
+            for nice in FLAGS.stage_nice:
+                variants.append((f"{form} threads={t}" + (f" spin={spin}" if spin else "")
+                                 + ("" if nice == "default" else f" nice={nice}"), runner, select, draw,
+                                 None if nice == "default" else int(nice)))
     if not variants:
         raise app.UsageError("nothing to measure: give -run and / or -export")
     load_before = os.getloadavg()[0]
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(FLAGS.repeats):
-            for name, runner, select, draw in variants:
+            for name, runner, select, draw, nice in variants:
                 g = graph_only(runner, src, FLAGS.graph_runs)
                 s = sequential(runner, src, os.path.join(tmp, "s.mp4"), FLAGS.frames, select, draw)
-                p, busy = pipelined(runner, src, os.path.join(tmp, "p.mp4"), FLAGS.frames, select, draw)
+                p, busy = pipelined(runner, src, os.path.join(tmp, "p.mp4"), FLAGS.frames, select, draw, nice)
                 print(f"round {round_ + 1} {name}: graph {g:.1f}/s, sequential {s:.1f}/s, pipelined {p:.1f}/s "
                       f"(stage ms/frame: {busy}); load {os.getloadavg()[0]:.2f}", flush=True)
                 b = best.setdefault(name, [0.0, 0.0, 0.0])

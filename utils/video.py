@@ -41,6 +41,23 @@ from utils import atomic
 _END = object()  # end of a stage's stream
 DEFAULT_QUEUE_SIZE = 4  # frames waiting between two stages (each 1280x720 frame is 2.7 MB, plus its masks)
 DEFAULT_POST_WORKERS = 2  # host step + drawing threads: the mask upsampling and blending of frame i+1 overlap i's
+# The reader, post and writer threads run this much nicer than the rest of the process (Linux per-thread nice), so
+# that the graph's threads (the inference thread and the runtime's own pool: LiteRT / onnxruntime / TF workers,
+# created at normal priority) get the cores whenever they can use them and the other stages fill the gaps: the
+# graph is the stage that sets the pace. 0: every thread at the same priority.
+DEFAULT_STAGE_NICE = 10
+
+
+def _lower_priority(nice: int) -> None:
+    """Make the calling thread ``nice`` steps nicer (Linux: ``setpriority`` on the thread id; a no-op where threads
+    have no priority of their own or the call is refused)."""
+    if nice <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(nice)))
+    except OSError:
+        pass
 
 
 def graph_threads() -> int:
@@ -153,7 +170,7 @@ class _Stop(Exception):
 def process_video(runner, capture, path: str, fps: float, render: Callable, max_frames: Optional[int] = None,
                   total: Optional[int] = None, select: Optional[Dict] = None, on_frame: Optional[Callable] = None,
                   post_workers: int = DEFAULT_POST_WORKERS, queue_size: int = DEFAULT_QUEUE_SIZE,
-                  desc: str = "video", progress: bool = True) -> VideoResult:
+                  desc: str = "video", progress: bool = True, stage_nice: int = DEFAULT_STAGE_NICE) -> VideoResult:
     """Run ``runner`` on every frame of ``capture`` and write the drawn frames to ``path``, the stages pipelined
     (module docstring).
 
@@ -173,6 +190,8 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
         thread; e.g. utils/result_formats.py ``ResultSaver.add_frame``).
       post_workers: threads of the host step + drawing; queue_size: frames at most between two stages (>= 1).
       desc: the progress bar's label; progress: show it (tqdm, frames/s).
+      stage_nice: how much nicer the reader, post and writer threads run than the inference thread
+        (:data:`DEFAULT_STAGE_NICE`; 0: the same priority).
 
     Returns:
       :class:`VideoResult`.
@@ -215,8 +234,9 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
             except queue.Empty:
                 continue
 
-    def stage(body, downstream):
+    def stage(body, downstream, nice=0):
         def target():
+            _lower_priority(nice)
             try:
                 body()
             except _Stop:
@@ -251,7 +271,8 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
         add_busy("post", time.perf_counter() - t0)
         return rgb, result, bgr
 
-    pool = concurrent.futures.ThreadPoolExecutor(max(int(post_workers), 1), thread_name_prefix="video-post")
+    pool = concurrent.futures.ThreadPoolExecutor(max(int(post_workers), 1), thread_name_prefix="video-post",
+                                                 initializer=_lower_priority, initargs=(stage_nice,))
 
     def infer():
         while True:
@@ -285,7 +306,7 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
                 on_frame(writer.frames - 1, rgb, result)
             bar.update(1)
 
-    threads = [stage(read, frames_q), stage(infer, done_q), stage(write, None)]
+    threads = [stage(read, frames_q, stage_nice), stage(infer, done_q), stage(write, None, stage_nice)]
     t_start = time.perf_counter()
     interrupted = False
     try:
@@ -322,5 +343,5 @@ def process_video(runner, capture, path: str, fps: float, render: Callable, max_
                        time.perf_counter() - t_start, busy)
 
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "DEFAULT_POST_WORKERS", "graph_threads", "VideoError", "count_frames", "AtomicVideoWriter",
+__all__ = ["DEFAULT_QUEUE_SIZE", "DEFAULT_POST_WORKERS", "DEFAULT_STAGE_NICE", "graph_threads", "VideoError", "count_frames", "AtomicVideoWriter",
            "VideoResult", "process_video"]
