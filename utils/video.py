@@ -44,8 +44,10 @@ DEFAULT_POST_WORKERS = 2  # host step + drawing threads: the mask upsampling and
 # The reader, post and writer threads run this much nicer than the rest of the process (Linux per-thread nice), so
 # that the graph's threads (the inference thread and the runtime's own pool: LiteRT / onnxruntime / TF workers,
 # created at normal priority) get the cores whenever they can use them and the other stages fill the gaps: the
-# graph is the stage that sets the pace. 0: every thread at the same priority.
-DEFAULT_STAGE_NICE = 10
+# graph is the stage that sets the pace. 0: every thread at the same priority. 19 (the lowest priority) measured
+# best (docs/benchmarks.md "Video end to end"); on a machine busy with other programs these stages then wait for
+# them too.
+DEFAULT_STAGE_NICE = 19
 
 
 def _lower_priority(nice: int) -> None:
