@@ -24,6 +24,8 @@ a chain of adds in graph/eager mode (int8 end to end in a quantized TFLite model
 rows [R, 4, C] from a "quad" tensor summed by a batched [1, 4] x [4, C] matmul under XLA (each the faster layout in
 its mode on CPU; identical up to float rounding) - and the columns [B*Ho*Wo, K*C] meet the kernel reshaped to
 [K*C, filters] in one matmul. R = B*Ho*Wo*G*K.
+In an int8 TFLite export the sampling positions, fractions and corner weights stay float32 (the name scope
+``SAMPLING_POSITIONS_SCOPE``, see yolact/deploy/tflite.py); the gathers, the corner sum and the matmul are int8.
 On CPU (2 cores, float32, batch 1) the layer, offset conv included, costs about 1.2-3x a plain 3x3 Conv2D of the
 same shape (more for few channels, where the gather dominates); see benchmarks/dcn_speed.py.
 """
@@ -32,6 +34,10 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+# Name scope of the float32 sampling-position arithmetic inside :func:`deformable_conv2d`; an int8 TFLite export
+# leaves the tensors under it unquantized (yolact/deploy/tflite.py).
+SAMPLING_POSITIONS_SCOPE = "dcn_sampling_positions"
 
 
 def _pair(value, name):
@@ -126,40 +132,44 @@ def deformable_conv2d(
     off_shape = tf.shape(offset)
     out_h, out_w = off_shape[1], off_shape[2]
 
-    # Sampling positions [B, Ho, Wo, G*K] in input pixels (float32 / float64), index g * K + k. Groups and taps
-    # share one axis so that no tensor has more than 5 dimensions (TFLite's slicing ops stop at 5-D).
-    off = tf.reshape(tf.cast(offset, coord_dtype), [batch, out_h, out_w, groups * num_taps, 2])
-    tap_i = tf.constant([i * dilation_rate[0] for _ in range(groups) for i in range(kh) for _ in range(kw)],
-                        coord_dtype)
-    tap_j = tf.constant([j * dilation_rate[1] for _ in range(groups) for _ in range(kh) for j in range(kw)],
-                        coord_dtype)
-    base_h = tf.cast(tf.range(out_h) * strides[0] - padding[0], coord_dtype)
-    base_w = tf.cast(tf.range(out_w) * strides[1] - padding[1], coord_dtype)
-    pos_h = base_h[None, :, None, None] + tap_i + off[..., 0]
-    pos_w = base_w[None, None, :, None] + tap_j + off[..., 1]
-    height_f = tf.cast(height, coord_dtype)
-    width_f = tf.cast(width, coord_dtype)
-    inside = (pos_h > -1.0) & (pos_w > -1.0) & (pos_h < height_f) & (pos_w < width_f)
-    h_low = tf.stop_gradient(tf.floor(pos_h))
-    w_low = tf.stop_gradient(tf.floor(pos_w))
-    # Outside samples (also non-finite positions, for which every comparison is False, as in the original kernel)
-    # get fraction 0 and modulation 0, hence corner weights exactly 0 (and finite).
-    zeros = tf.zeros_like(pos_h)
-    lh = tf.where(inside, pos_h - h_low, zeros)
-    lw = tf.where(inside, pos_w - w_low, zeros)
-    hh = 1.0 - lh
-    hw = 1.0 - lw
-    modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups * num_taps]), coord_dtype)
-    modulation = tf.where(inside, modulation, zeros)
-    # Corner order: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
-    corner_w = tf.stack([hh * hw, hh * lw, lh * hw, lh * lw], axis=-1) * modulation[..., None]
-    corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G*K, 4]
+    # The sampling positions, bilinear fractions and corner weights are computed in float32 under
+    # SAMPLING_POSITIONS_SCOPE: an int8 TFLite export keeps that scope float (yolact/deploy/tflite.py), as
+    # quantized positions would move every sample in steps of ~0.3 px (measured: 0.28 px at C3 on random offsets).
+    with tf.name_scope(SAMPLING_POSITIONS_SCOPE):
+        # Sampling positions [B, Ho, Wo, G*K] in input pixels (float32 / float64), index g * K + k. Groups and taps
+        # share one axis so that no tensor has more than 5 dimensions (TFLite's slicing ops stop at 5-D).
+        off = tf.reshape(tf.cast(offset, coord_dtype), [batch, out_h, out_w, groups * num_taps, 2])
+        tap_i = tf.constant([i * dilation_rate[0] for _ in range(groups) for i in range(kh) for _ in range(kw)],
+                            coord_dtype)
+        tap_j = tf.constant([j * dilation_rate[1] for _ in range(groups) for _ in range(kh) for j in range(kw)],
+                            coord_dtype)
+        base_h = tf.cast(tf.range(out_h) * strides[0] - padding[0], coord_dtype)
+        base_w = tf.cast(tf.range(out_w) * strides[1] - padding[1], coord_dtype)
+        pos_h = base_h[None, :, None, None] + tap_i + off[..., 0]
+        pos_w = base_w[None, None, :, None] + tap_j + off[..., 1]
+        height_f = tf.cast(height, coord_dtype)
+        width_f = tf.cast(width, coord_dtype)
+        inside = (pos_h > -1.0) & (pos_w > -1.0) & (pos_h < height_f) & (pos_w < width_f)
+        h_low = tf.stop_gradient(tf.floor(pos_h))
+        w_low = tf.stop_gradient(tf.floor(pos_w))
+        # Outside samples (also non-finite positions, for which every comparison is False, as in the original kernel)
+        # get fraction 0 and modulation 0, hence corner weights exactly 0 (and finite).
+        zeros = tf.zeros_like(pos_h)
+        lh = tf.where(inside, pos_h - h_low, zeros)
+        lw = tf.where(inside, pos_w - w_low, zeros)
+        hh = 1.0 - lh
+        hw = 1.0 - lw
+        modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups * num_taps]), coord_dtype)
+        modulation = tf.where(inside, modulation, zeros)
+        # Corner order: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
+        corner_w = tf.stack([hh * hw, hh * lw, lh * hw, lh * lw], axis=-1) * modulation[..., None]
+        corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G*K, 4]
 
-    # Top-left corner (h0, w0) in the input zero-padded by one pixel: (h0 + 1, w0 + 1) in [0, H] x [0, W] for every
-    # inside sample, so all four corners (out-of-image ones included, reading the zero padding) are valid rows;
-    # outside samples (weight 0) read row (0, 0), which also keeps huge or non-finite offsets in range.
-    pad_h = tf.cast(tf.where(inside, h_low, -1.0), tf.int32) + 1
-    pad_w = tf.cast(tf.where(inside, w_low, -1.0), tf.int32) + 1
+        # Top-left corner (h0, w0) in the input zero-padded by one pixel: (h0 + 1, w0 + 1) in [0, H] x [0, W] for every
+        # inside sample, so all four corners (out-of-image ones included, reading the zero padding) are valid rows;
+        # outside samples (weight 0) read row (0, 0), which also keeps huge or non-finite offsets in range.
+        pad_h = tf.cast(tf.where(inside, h_low, -1.0), tf.int32) + 1
+        pad_w = tf.cast(tf.where(inside, w_low, -1.0), tf.int32) + 1
     batch_idx = tf.range(batch)[:, None, None, None]
     group_idx = tf.repeat(tf.range(groups), num_taps)[None, None, None, :]
     corner_w = tf.reshape(corner_w, [-1, 4])  # [R, 4], R = B*Ho*Wo*G*K samples

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Iterable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from yolact.dcn import SAMPLING_POSITIONS_SCOPE  # DCNv2 sampling positions: kept float32 in an int8 model
 from yolact.detection.generator import DETECTION_SCOPE  # the tensors an int8 model keeps float32
 
 PRECISIONS = ("float32", "float16", "int8")
@@ -43,6 +44,12 @@ def parse_precisions(spec: str) -> list:
     return out
 
 
+def _keeps_float(name: str) -> bool:
+    """Whether the tensor named ``name`` stays float32 in an int8 model: the detection stage (``DETECTION_SCOPE``)
+    and the DCNv2 sampling positions (``yolact/dcn.py SAMPLING_POSITIONS_SCOPE``, inside any layer)."""
+    return name.startswith(DETECTION_SCOPE) or f"/{SAMPLING_POSITIONS_SCOPE}/" in name
+
+
 def _without_detection_statistics(calibrated: bytes) -> bytes:
     """The calibrated model (TFLite's calibrate-only output: float ops, min / max per activation tensor) with the
     statistics of the detection stage's tensors (names under ``DETECTION_SCOPE``: decoding, Fast NMS, masks,
@@ -61,7 +68,7 @@ def _without_detection_statistics(calibrated: bytes) -> bytes:
     for graph in obj.subgraphs:
         for tensor in graph.tensors:
             name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-            if name.startswith(DETECTION_SCOPE) and tensor.quantization is not None:
+            if _keeps_float(name) and tensor.quantization is not None:
                 tensor.quantization = None
     builder = flatbuffers.Builder(len(calibrated) + 4096)
     builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
