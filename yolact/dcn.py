@@ -15,10 +15,11 @@ Semantics, for output pixel (y, x), input channel c of deformable group g, tap k
     col[k, c] = v * mask[..., g*K + k]
     out[o] = bias[o] + sum_{k, c} kernel[i, j, c, o] * col[k, c]
 
-Implementation (CPU-friendly, pure TF ops, no custom kernels): the sampling positions, the inside flag and the four
-bilinear corner weights of all (output pixel, group, tap) samples are computed at once in float32 and multiplied by
-the modulation mask (and the inside flag). The input is zero-padded by one pixel, so every corner of an inside sample
-is a valid row (out-of-image corners read the zero padding: no per-corner validity masks, no clamping to the
+Implementation (CPU-friendly, pure TF ops, no custom kernels): the sampling positions and the four bilinear corner
+weights of all (output pixel, group, tap) samples are computed at once in float32 and multiplied by the modulation
+mask. Positions are clamped to [-1, H] x [-1, W] and the input is zero-padded by one pixel before and two after, so
+every corner is a valid row: a sample outside -1 < h < H or -1 < w < W reads only padding (or corners of weight 0)
+and contributes exactly 0, as in the original (no inside flag, no per-corner validity masks, no clamping to the
 border). The corners are fetched by row gathers from the flattened padded input - four [R, C] gathers summed by
 a chain of adds in graph/eager mode (int8 end to end in a quantized TFLite model), or ONE gather of 2x2-neighbourhood
 rows [R, 4, C] from a "quad" tensor summed by a batched [1, 4] x [4, C] matmul under XLA (each the faster layout in
@@ -136,48 +137,46 @@ def deformable_conv2d(
     # SAMPLING_POSITIONS_SCOPE: an int8 TFLite export keeps that scope float (yolact/deploy/tflite.py), as
     # quantized positions would move every sample in steps of ~0.3 px (measured: 0.28 px at C3 on random offsets).
     with tf.name_scope(SAMPLING_POSITIONS_SCOPE):
-        # Sampling positions [B, Ho, Wo, G*K] in input pixels (float32 / float64), index g * K + k. Groups and taps
-        # share one axis so that no tensor has more than 5 dimensions (TFLite's slicing ops stop at 5-D).
-        off = tf.reshape(tf.cast(offset, coord_dtype), [batch, out_h, out_w, groups * num_taps, 2])
+        # [B, Ho, Wo, G*K] per axis, index g * K + k (offset channel g*2*K + 2k = dy, + 1 = dx). A NaN offset fails
+        # the original kernel's inside test (every comparison is False): it is sent far outside here.
+        off = tf.cast(offset, coord_dtype)
+        off = tf.where(tf.equal(off, off), off, tf.constant(-1e30, coord_dtype))
         tap_i = tf.constant([i * dilation_rate[0] for _ in range(groups) for i in range(kh) for _ in range(kw)],
                             coord_dtype)
         tap_j = tf.constant([j * dilation_rate[1] for _ in range(groups) for _ in range(kh) for j in range(kw)],
                             coord_dtype)
         base_h = tf.cast(tf.range(out_h) * strides[0] - padding[0], coord_dtype)
         base_w = tf.cast(tf.range(out_w) * strides[1] - padding[1], coord_dtype)
-        pos_h = base_h[None, :, None, None] + tap_i + off[..., 0]
-        pos_w = base_w[None, None, :, None] + tap_j + off[..., 1]
-        height_f = tf.cast(height, coord_dtype)
-        width_f = tf.cast(width, coord_dtype)
-        inside = (pos_h > -1.0) & (pos_w > -1.0) & (pos_h < height_f) & (pos_w < width_f)
+        # Positions clamped to [-1, H] x [-1, W]: a sample outside -1 < h < H (or w) lands on the zero padding (its
+        # corners are padding rows, or carry weight 0), so it contributes exactly 0 as in the original kernel, with
+        # no inside flag; the clamp also makes the position's gradient 0 there, as the original's.
+        pos_h = tf.clip_by_value(base_h[None, :, None, None] + tap_i + off[..., 0::2], -1.0,
+                                 tf.cast(height, coord_dtype))
+        pos_w = tf.clip_by_value(base_w[None, None, :, None] + tap_j + off[..., 1::2], -1.0,
+                                 tf.cast(width, coord_dtype))
         h_low = tf.stop_gradient(tf.floor(pos_h))
         w_low = tf.stop_gradient(tf.floor(pos_w))
-        # Outside samples (also non-finite positions, for which every comparison is False, as in the original kernel)
-        # get fraction 0 and modulation 0, hence corner weights exactly 0 (and finite).
-        zeros = tf.zeros_like(pos_h)
-        lh = tf.where(inside, pos_h - h_low, zeros)
-        lw = tf.where(inside, pos_w - w_low, zeros)
-        hh = 1.0 - lh
-        hw = 1.0 - lw
+        lh = pos_h - h_low
+        lw = pos_w - w_low
         modulation = tf.cast(tf.reshape(mask, [batch, out_h, out_w, groups * num_taps]), coord_dtype)
-        modulation = tf.where(inside, modulation, zeros)
+        upper = (1.0 - lh) * modulation
+        lower = lh * modulation
         # Corner order: (h0, w0), (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
-        corner_w = tf.stack([hh * hw, hh * lw, lh * hw, lh * lw], axis=-1) * modulation[..., None]
-        corner_w = tf.cast(corner_w, dtype)  # [B, Ho, Wo, G*K, 4]
-
-        # Top-left corner (h0, w0) in the input zero-padded by one pixel: (h0 + 1, w0 + 1) in [0, H] x [0, W] for every
-        # inside sample, so all four corners (out-of-image ones included, reading the zero padding) are valid rows;
-        # outside samples (weight 0) read row (0, 0), which also keeps huge or non-finite offsets in range.
-        pad_h = tf.cast(tf.where(inside, h_low, -1.0), tf.int32) + 1
-        pad_w = tf.cast(tf.where(inside, w_low, -1.0), tf.int32) + 1
+        corner_w = [tf.cast(w, dtype) for w in (upper * (1.0 - lw), upper * lw, lower * (1.0 - lw), lower * lw)]
+        # Top-left corner (h0, w0) in the input zero-padded by one pixel before and two after: (h0 + 1, w0 + 1) in
+        # [0, H + 1] x [0, W + 1], so all four corners are valid rows (out-of-image ones read the zero padding).
+        top = tf.cast(h_low, tf.int32) + 1
+        left = tf.cast(w_low, tf.int32) + 1
+    # Each [R, 1], R = B*Ho*Wo*G*K samples; reshaped outside the float scope, so that an int8 export quantizes the
+    # weights (steps of 1/255, as the modulation mask) and multiplies them with the int8 corners in int8.
+    corner_w = [tf.reshape(w, [-1, 1]) for w in corner_w]
     batch_idx = tf.range(batch)[:, None, None, None]
     group_idx = tf.repeat(tf.range(groups), num_taps)[None, None, None, :]
-    corner_w = tf.reshape(corner_w, [-1, 4])  # [R, 4], R = B*Ho*Wo*G*K samples
-    padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    padded = tf.pad(inputs, [[0, 0], [1, 2], [1, 2], [0, 0]])
     if _in_xla_context():
-        cols = _sample_quad(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups, cpg)
+        cols = _sample_quad(padded, batch_idx, top, left, group_idx, corner_w, groups, cpg)
     else:
-        cols = _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups, cpg)
+        cols = _sample_corners(padded, batch_idx, top, left, group_idx, corner_w, groups, cpg)
     if groups > 1:  # [B*Ho*Wo, G, K, C/G] -> [B*Ho*Wo, K, G, C/G]
         cols = tf.transpose(tf.reshape(cols, [-1, groups, num_taps, cpg]), [0, 2, 1, 3])
     cols = tf.reshape(cols, [-1, num_taps * cin])  # column index k * Cin + c
@@ -205,10 +204,11 @@ def _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups
     """Graph mode: four row gathers [R, C/G] from the padded input, weighted and summed (a chain of adds).
 
     Args:
-      padded: [B, H+2, W+2, C] input zero-padded by one pixel.
+      padded: [B, H+3, W+3, C] input zero-padded by one pixel before and two after.
       batch_idx, group_idx: int32 index tensors broadcastable to [B, Ho, Wo, G*K].
       pad_h, pad_w: int32 [B, Ho, Wo, G*K], top-left corner in padded coordinates.
-      corner_w: [R, 4] corner weights (bilinear x mask x inside) in the compute dtype.
+      corner_w: four [R, 1] corner weights (bilinear x mask) in the compute dtype, corner order (h0, w0),
+        (h0, w0+1), (h0+1, w0), (h0+1, w0+1).
 
     Returns:
       [R, C/G] sampled, modulated values (R = B*Ho*Wo*G*K in that order).
@@ -223,7 +223,7 @@ def _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups
     # the sum is the same to rounding (tests/test_dcn.py).
     total = None
     for q, step in enumerate(steps):
-        term = tf.gather(table, rows + step) * corner_w[:, q : q + 1]
+        term = tf.gather(table, rows + step) * corner_w[q]
         total = term if total is None else total + term
     return total
 
@@ -231,19 +231,20 @@ def _sample_corners(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups
 def _sample_quad(padded, batch_idx, pad_h, pad_w, group_idx, corner_w, groups, cpg):
     """XLA: one gather of 2x2 neighbourhood rows [R, 4, C/G] from a "quad" tensor, corner sum as a batched matmul.
 
-    Same arguments and result as :func:`_sample_corners`; the quad tensor is [B*(H+1)*(W+1)*G, 4, C/G].
+    Same arguments and result as :func:`_sample_corners`; the quad tensor is [B*(H+2)*(W+2)*G, 4, C/G].
     """
     shape = tf.shape(padded)
     hq, wq = shape[1] - 1, shape[2] - 1
     quad = tf.stack([padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=3)
-    if groups > 1:  # [B, H+1, W+1, 4, C] -> [B, H+1, W+1, G, 4, C/G]
+    if groups > 1:  # [B, H+2, W+2, 4, C] -> [B, H+2, W+2, G, 4, C/G]
         quad = tf.reshape(quad, [shape[0], hq, wq, 4, groups, cpg])
         quad = tf.transpose(quad, [0, 1, 2, 4, 3, 5])
     quad = tf.reshape(quad, [-1, 4, cpg])
     rows = tf.reshape(((batch_idx * hq + pad_h) * wq + pad_w) * groups + group_idx, [-1])
     # The corner sum as a batched [1, 4] x [4, C/G] matmul: XLA materialises the [R, 4] weights for it, whereas a
     # multiply + reduce_sum lets XLA fuse (and re-derive per channel) the weight computation when it is not trivial.
-    return tf.matmul(corner_w[:, None, :], tf.gather(quad, rows))[:, 0]
+    weights = tf.concat(corner_w, axis=1)[:, None, :]  # [R, 1, 4]
+    return tf.matmul(weights, tf.gather(quad, rows))[:, 0]
 
 
 @keras.saving.register_keras_serializable(package="yolact")
