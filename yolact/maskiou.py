@@ -95,11 +95,10 @@ def mask_iou_input(proto, coefs, boxes):
     Returns:
       float32 [B, D, Hp, Wp] cropped mask probabilities.
     """
-    proto = tf.convert_to_tensor(proto, tf.float32)
-    side_h, side_w = tf.shape(proto)[1], tf.shape(proto)[2]
-    # The detection masks at prototype size (the "resize" to the same size is the identity).
-    return assemble_masks(proto, tf.cast(coefs, tf.float32), tf.cast(boxes, tf.float32), side_h, side_w,
-                          crop_to_box=True)
+    # At prototype size: no resize (the original's same-size interpolation is the identity), so that the detection
+    # stage's own masks at prototype size are the same expression (one assembly in a traced graph).
+    return assemble_masks(tf.convert_to_tensor(proto, tf.float32), tf.cast(coefs, tf.float32),
+                          tf.cast(boxes, tf.float32), crop_to_box=True)
 
 
 def predict_mask_iou(maskiou_net, proto, coefs, boxes, classes):
