@@ -19,8 +19,11 @@ then closed. The video is written to a temporary file beside the destination (ut
 ``temporary_path``) and renamed into place when closed, also after Ctrl-C, so the destination never holds a
 half-written file; after an error in any stage the temporary is removed and the error re-raised.
 
-Deliberate difference from the original: its evalvideo shows frames in a window at the video's frame rate and
-drops nothing while displaying; here the frames are encoded to a file as fast as the slowest stage allows.
+Deliberate differences from the original's evalvideo (which, writing to a file, also encodes every frame as fast
+as it can; only its window display is paced to the video's frame rate): its stages advance in lock step, each loop
+iteration waiting for all of them, whereas here each stage runs as soon as its input queue has a frame; and it
+upsamples the masks of all detections to the frame's size before keeping the ``top_k`` it draws, whereas here only
+the shown rows are upsampled (benchmarks/original_cpu.py ``-video`` runs the original's loop on this CPU).
 """
 
 from __future__ import annotations
