@@ -18,8 +18,8 @@ per photo (mean), its stages, the ratio to the first variant, detections above 0
 int8 models), and the 1-minute load average before and after.
 
 ``-profile`` adds, for the int8 TFLite model: its ops by kind (int8 / float / (de)quantize, network vs detection
-stage), and the time of the network alone (the model cut before the detection stage) next to the whole graph; for
-each OpenVINO variant, OpenVINO's per-node profile summed by node type (share of the graph's time).
+stage), and the time of the network alone (the model cut before the detection stage) next to the whole graph, and
+for a YOLACT++ model the time of each DCNv2 layer (the graph cut before and after it); for each OpenVINO variant, OpenVINO's per-node profile summed by node type (share of the graph's time).
 
     python benchmarks/cpu_runtimes.py -checkpoint quickstart_out/weights/sample -export_dir exports/quickstart
     python benchmarks/cpu_runtimes.py -checkpoint R50/r50.weights.h5 -export_dir R50_EXPORT \\
@@ -173,6 +173,71 @@ def profile_tflite_int8(path, inputs):
     whole, net = (1000 * float(np.median(times[k])) for k in ("whole graph", "network only"))
     print(f"  invoke median: whole graph {whole:.1f} ms, network only {net:.1f} ms, detection stage "
           f"{whole - net:.1f} ms ({100 * (whole - net) / whole:.0f} %)")
+    blocks = dcn_blocks(content)
+    if blocks:
+        profile_dcn_blocks(content, blocks, inputs[0])
+
+
+def dcn_blocks(content: bytes):
+    """{backbone block name: (first op index, last op index + 1)} of the DCNv2 layers of an int8 YOLACT++ .tflite
+    (ops whose output is named ``.../backbone_1/layers_<i>_<j>_1/conv2_1/...``: the DCN is a block's conv2)."""
+    import re
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.ModelT.InitFromPackedBuf(bytearray(content), 0).subgraphs[0]
+    blocks = {}
+    for i, op in enumerate(graph.operators):
+        for t in op.outputs:
+            match = re.search(r"backbone\w*/(layers_\d+_\d+)\w*/conv2\w*/", graph.tensors[t].name.decode())
+            if match:
+                first, last = blocks.get(match.group(1), (i, i))
+                blocks[match.group(1)] = (min(first, i), max(last, i + 1))
+    return {name: span for name, span in blocks.items() if span[1] - span[0] > 10}  # a plain conv2 is 1-2 ops
+
+
+def truncated(content: bytes, num_ops: int) -> bytes:
+    """The .tflite's first ``num_ops`` operators, every tensor they produce and they do not consume as an output (so
+    that no delegate prunes an op as unused): invoking it costs the time of those operators."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    graph = model.subgraphs[0]
+    graph.operators = graph.operators[:num_ops]
+    consumed = {t for op in graph.operators for t in op.inputs}
+    graph.outputs = [t for op in graph.operators for t in op.outputs if t not in consumed]
+    model.signatureDefs = []
+    builder = flatbuffers.Builder(len(content) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def profile_dcn_blocks(content: bytes, blocks, x):
+    """Time of each DCNv2 layer inside the int8 graph: the graph cut just before and just after the layer's ops
+    (:func:`truncated`), the difference of their invoke times (min of 2 * -rounds + 1 interleaved invokes). LiteRT's
+    Python package has no per-op profiler; ops of a layer are contiguous in the converter's order up to a few
+    interleaved neighbours, so the per-layer figures are approximate, their sum close."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    cuts = sorted({c for span in blocks.values() for c in span})
+    interpreters = {}
+    for n in cuts:
+        it = Interpreter(model_content=truncated(content, n), num_threads=FLAGS.num_threads)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        interpreters[n] = it
+    best = {n: float("inf") for n in cuts}
+    for _ in range(2 * FLAGS.rounds + 1):
+        for n, it in interpreters.items():
+            t0 = time.perf_counter()
+            it.invoke()
+            best[n] = min(best[n], time.perf_counter() - t0)
+    per = {name: 1000 * (best[b] - best[a]) for name, (a, b) in sorted(blocks.items())}
+    print(f"  DCNv2 layers ({len(per)}): {sum(per.values()):.1f} ms in all; "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in per.items()))
 
 
 def profile_openvino(name, path, inputs):
