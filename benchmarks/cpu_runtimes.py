@@ -17,6 +17,9 @@ Every runtime gets -num_threads threads (the Predictor: TensorFlow's default poo
 per photo (mean), its stages, the ratio to the first variant, detections above 0.3 per photo (a sanity check of the
 int8 models), and the 1-minute load average before and after.
 
+``-agreement`` matches, on the warm-up pass, each variant's detections to the first variant's (the same model:
+e.g. ``inproc_float32`` first, then its int8 exports): mean box IoU and score differences.
+
 ``-profile`` adds, for the int8 TFLite model: its ops by kind (int8 / float / (de)quantize, network vs detection
 stage), and the time of the network alone (the model cut before the detection stage) next to the whole graph, and
 for a YOLACT++ model the time of each DCNv2 layer (the graph cut before and after it); for each OpenVINO variant, OpenVINO's per-node profile summed by node type (share of the graph's time).
@@ -52,6 +55,8 @@ flags.DEFINE_list("variants", ["inproc_float32", "tflite_float32", "tflite_int8"
                   "variants to time (module docstring)")
 flags.DEFINE_integer("rounds", 3, "timed rounds over all photos (after one warm-up pass)")
 flags.DEFINE_integer("num_threads", 2, "LiteRT / onnxruntime / OpenVINO threads")
+flags.DEFINE_boolean("agreement", False, "also match each variant's detections to the first variant's (same model): "
+                     "each first-variant detection > 0.3 to the detection of its class with the best box IoU")
 flags.DEFINE_boolean("profile", False, "also print the int8 op census / network-only time and OpenVINO profiles")
 
 DETECTION_SCOPE = "detection_generator"
@@ -178,6 +183,30 @@ def profile_tflite_int8(path, inputs):
         profile_dcn_blocks(content, blocks, inputs[0])
 
 
+def match_detections(ref, res, threshold):
+    """[(box IoU, |score difference|, |mask score difference|)] of each ``ref`` detection with score > ``threshold``
+    and the ``res`` detection of its class with the best IoU (pixel ``[x1, y1, x2, y2]`` boxes; (0, 1, 1) when
+    ``res`` has none of that class; mask scores only for YOLACT++, else 0)."""
+    import numpy as np
+
+    out = []
+    for i in np.nonzero(ref["scores"] > threshold)[0]:
+        same = np.nonzero(res["category_ids"] == ref["category_ids"][i])[0]
+        if not len(same):
+            out.append((0.0, 1.0, 1.0))
+            continue
+        box, boxes = np.asarray(ref["boxes"][i], float), np.asarray(res["boxes"][same], float)
+        wh = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]), 0, None)
+        inter = wh[:, 0] * wh[:, 1]
+        union = ((box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                 - inter)
+        ious = inter / np.maximum(union, 1e-9)
+        k = same[int(np.argmax(ious))]
+        mask = abs(res["mask_scores"][k] - ref["mask_scores"][i]) if "mask_scores" in ref else 0.0
+        out.append((float(ious.max()), float(abs(res["scores"][k] - ref["scores"][i])), float(mask)))
+    return out
+
+
 def dcn_blocks(content: bytes):
     """{backbone block name: (first op index, last op index + 1)} of the DCNv2 layers of an int8 YOLACT++ .tflite
     (ops whose output is named ``.../backbone_1/layers_<i>_<j>_1/conv2_1/...``: the DCN is a block's conv2)."""
@@ -288,14 +317,19 @@ def main(argv):
     load_before = os.getloadavg()[0]
     totals = {v: collections.Counter() for v in runners}
     detections = collections.Counter()
+    matches = {v: [] for v in runners}
     for r in range(FLAGS.rounds + 1):
         for image in photos:
+            first = None
             for v, runner in runners.items():
                 timings = {}
                 result = runner.predict(image, timings)
+                first = first or (runner.cfg.name, result)
                 if r:
                     totals[v].update(timings)
                     detections[v] += int((result["scores"] > 0.3).sum())
+                elif FLAGS.agreement and runner.cfg.name == first[0]:
+                    matches[v] += match_detections(first[1], result, 0.3)
     load_after = os.getloadavg()[0]
     n = FLAGS.rounds * len(photos)
     cfg = next(iter(runners.values())).cfg
@@ -309,6 +343,16 @@ def main(argv):
         parts = ", ".join(f"{k} {1000 * s / n:.1f}" for k, s in stages.items())
         print(f"{_label(v):17s} {ms:8.1f} ms/photo  ({parts})  x{ms / first:.2f} of {_label(FLAGS.variants[0])}, "
               f"{detections[v] / n:.1f} detections > 0.3 / photo")
+    if FLAGS.agreement:
+        import numpy as np
+
+        for v in list(runners)[1:]:
+            if matches[v]:
+                a = np.array(matches[v])
+                print(f"{_label(v):17s} vs {_label(FLAGS.variants[0])}: {len(a)} detections > 0.3 matched; box IoU "
+                      f"mean {a[:, 0].mean():.3f} (min {a[:, 0].min():.3f}), |score difference| mean "
+                      f"{a[:, 1].mean():.4f} (max {a[:, 1].max():.4f}), |mask score difference| mean "
+                      f"{a[:, 2].mean():.4f} (max {a[:, 2].max():.4f})")
     if FLAGS.profile:
         inputs = [resize_image(p, cfg) for p in photos]
         for v in runners:
