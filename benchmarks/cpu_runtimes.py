@@ -4,14 +4,18 @@ Variants (the whole pipeline of inference.py per photo: the float resize, the fo
 upsamples the masks to the photo; JPEG decoding not timed), run interleaved photo by photo after one warm-up pass:
 
   inproc_float32    the Predictor of -checkpoint (frozen graph, XLA Fast NMS)
+  inproc_bfloat16   the same under Keras' mixed_bfloat16 policy (inference.py -precision bfloat16)
+  saved_model       EXPORT_DIR's SavedModel (serving_default)
   tflite_float32    EXPORT_DIR/yolact_float32.tflite on LiteRT (XNNPACK)
+  tflite_float16    EXPORT_DIR/yolact_float16.tflite
   tflite_int8       EXPORT_DIR/yolact_int8.tflite
   onnx              EXPORT_DIR/yolact.onnx on onnxruntime
   openvino_float32  EXPORT_DIR/yolact_openvino.xml (export_saved_model.py -openvino) on OpenVINO's CPU plugin
   openvino_bfloat16 the same IR with OpenVINO's bfloat16 arithmetic (what it picks by itself on AMX / AVX512-BF16)
   openvino_int8     -openvino_int8 IR (benchmarks/openvino_int8.py: NNCF post-training quantization)
-  PATH              any exported model file (.tflite / .onnx / .xml with config.json beside it): e.g. the int8
-                    models of yolact_resnet50 and yolact_plus_resnet50 in one interleaved run
+  PATH              any exported model (.tflite / .onnx / .xml file or SavedModel folder, config.json beside it):
+                    e.g. the int8 models of yolact_resnet50 and yolact_plus_resnet50, or of one model at several
+                    input sizes (square and rectangular: the input size is printed), in one interleaved run
 
 Every runtime gets -num_threads threads (the Predictor: TensorFlow's default pools, i.e. all cores). Printed: ms
 per photo (mean), its stages, the ratio to the first variant, detections above 0.3 per photo (a sanity check of the
@@ -63,9 +67,12 @@ DETECTION_SCOPE = "detection_generator"
 
 
 def _path(variant):
-    if os.path.isfile(variant):
+    if os.path.exists(variant):
         return variant
-    files = {"tflite_float32": "yolact_float32.tflite", "tflite_int8": "yolact_int8.tflite", "onnx": "yolact.onnx",
+    if variant == "saved_model":
+        return FLAGS.export_dir
+    files = {"tflite_float32": "yolact_float32.tflite", "tflite_float16": "yolact_float16.tflite",
+             "tflite_int8": "yolact_int8.tflite", "onnx": "yolact.onnx",
              "openvino_float32": "yolact_openvino.xml", "openvino_bfloat16": "yolact_openvino.xml"}
     if variant == "openvino_int8":
         if not FLAGS.openvino_int8:
@@ -81,13 +88,14 @@ def build(variant):
     from yolact.predictor import Predictor
     from yolact.runtimes import open_model
 
-    if variant == "inproc_float32":
+    if variant in ("inproc_float32", "inproc_bfloat16"):
         if not FLAGS.checkpoint:
-            raise UserError("inproc_float32 needs -checkpoint")
-        return Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map, freeze=True)
+            raise UserError(f"{variant} needs -checkpoint")
+        return Predictor.from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.img_size, FLAGS.label_map,
+                                         precision=variant.split("_", 1)[1], freeze=True)
     path = _path(variant)
     cfg, label_map, _ = resolve_run(path)
-    if os.path.isfile(variant):
+    if os.path.exists(variant):
         return open_model(path, cfg, label_map, FLAGS.num_threads)
     if variant == "openvino_bfloat16":  # the float32 IR with OpenVINO's bfloat16 arithmetic (inference.py -precision)
         return open_model(path, cfg, label_map, FLAGS.num_threads, precision="bfloat16")
@@ -293,17 +301,19 @@ def profile_openvino(name, path, inputs):
 
 
 def _label(variant):
-    """A variant's name, or for a model file: ``<config name> <file name>``."""
-    if not os.path.isfile(variant):
+    """A variant's name, or for a model file / folder: ``<config name> <input size> <file name>``."""
+    if not os.path.exists(variant):
         return variant
     from yolact.checkpoint import resolve_run
 
-    return f"{resolve_run(variant)[0].name} {os.path.basename(variant)}"
+    cfg = resolve_run(variant)[0]
+    return f"{cfg.name} {cfg.img_size_text} {os.path.basename(os.path.normpath(variant))}"
 
 
 def main(argv):
     del argv
-    if not FLAGS.export_dir and any(v not in ("inproc_float32", "openvino_int8") and not os.path.isfile(v)
+    if not FLAGS.export_dir and any(v not in ("inproc_float32", "inproc_bfloat16", "openvino_int8")
+                                    and not os.path.exists(v)
                                     for v in FLAGS.variants):
         raise UserError("-export_dir is required for the exported variants")
     from yolact.ops.image_io import read_image

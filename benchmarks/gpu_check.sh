@@ -12,7 +12,7 @@
 #   2. the detection stages (benchmarks/detection.py) of yolact_resnet50 at 550 at batch 1 and 8: network forward
 #      (live and frozen), per-class Fast NMS with and without XLA next to tf.image.combined_non_max_suppression,
 #      mask assembly, end to end in-process (Predictor) and through the SavedModel (images/s at batch 1 and 8).
-#      The .tflite / .onnx forms run on CPU runtimes (LiteRT, onnxruntime) and are measured by benchmarks/deploy.py.
+#      The .tflite / .onnx forms run on CPU runtimes (LiteRT, onnxruntime) and are measured by benchmarks/cpu_runtimes.py.
 # Environment: PYTHON (default .venv/bin/python, else python3) with requirements.txt installed; ../shared beside
 # the repository (photos, the reference fixture). Output: the console and GPU_CHECK_OUT (default gpu_check_out/).
 set -uo pipefail

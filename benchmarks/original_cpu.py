@@ -1,5 +1,5 @@
 """The ORIGINAL PyTorch YOLACT (github.com/dbolya/yolact) on this CPU, as a baseline: per image at batch 1 (for
-benchmarks/deploy.py and benchmarks/end_to_end_cpu.py), or, with ``-video``, its own ``eval.py evalvideo`` end to
+benchmarks/cpu_runtimes.py and benchmarks/end_to_end_cpu.py), or, with ``-video``, its own ``eval.py evalvideo`` end to
 end (for benchmarks/video.py). Prints one JSON line; asserts nothing about speed.
 
 Runs in a separate environment with torch (CPU), numpy and opencv-python-headless, never in the project's (no torch

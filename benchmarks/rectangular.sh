@@ -4,7 +4,7 @@
 #
 #   speed     yolact_resnet50 at 550x550, 512x512 and 384x672: export (SavedModel + TFLite int8 calibrated on
 #             coco2017_mini val + ONNX) from R50_WEIGHTS, then per-photo latency of the three int8 models on the
-#             media photos, interleaved (benchmarks/rectangular.py). R50_WEIGHTS: the original's yolact_resnet50
+#             media photos, interleaved (benchmarks/cpu_runtimes.py). R50_WEIGHTS: the original's yolact_resnet50
 #             architecture with the parity fixture's SEEDED RANDOM weights, converted: they fit any size, fine for
 #             speed, meaningless for AP.
 #   train     yolact_resnet50 at 384x672 initialised from R50_WEIGHTS, RECT_R50_ITER iterations on coco2017_mini
@@ -78,7 +78,7 @@ if [[ " $STAGES " == *" speed "* ]]; then
     MODELS+=("$OUT/export_$S/yolact_int8.tflite")
   done
   step "speed: int8 TFLite per photo at each size, interleaved"
-  "$PY" benchmarks/rectangular.py -models "$(IFS=,; echo "${MODELS[*]}")" -rounds "$ROUNDS" | tee -a "$SUMMARY"
+  "$PY" benchmarks/cpu_runtimes.py -variants "$(IFS=,; echo "${MODELS[*]}")" -rounds "$ROUNDS" | tee -a "$SUMMARY"
 fi
 
 if [[ " $STAGES " == *" train "* ]]; then
