@@ -1,7 +1,11 @@
 """CPU runtimes side by side, end to end per photo, and where the time goes inside them (prints; asserts nothing).
 
 Variants (the whole pipeline of inference.py per photo: the float resize, the form's graph, the host step that
-upsamples the masks to the photo; JPEG decoding not timed), run interleaved photo by photo after one warm-up pass:
+upsamples the masks to the photo; JPEG decoding not timed), interleaved round by round after one warm-up pass: in
+each round every variant runs over all the photos in turn, so load from other processes hits each variant about
+equally while each model runs warm, as in an application. (Interleaved photo by photo instead, another
+interpreter's thread pool and memory come between every two invokes of a model: measured on the int8 graphs alone,
+yolact_resnet50 99.5 vs 97.6 ms per invoke, yolact_plus_resnet50 196.9 vs 178.9 ms.)
 
   inproc_float32    the Predictor of -checkpoint (frozen graph, XLA Fast NMS)
   inproc_bfloat16   the same under Keras' mixed_bfloat16 policy (inference.py -precision bfloat16)
@@ -15,7 +19,7 @@ upsamples the masks to the photo; JPEG decoding not timed), run interleaved phot
   openvino_int8     -openvino_int8 IR (benchmarks/openvino_int8.py: NNCF post-training quantization)
   PATH              any exported model (.tflite / .onnx / .xml file or SavedModel folder, config.json beside it):
                     e.g. the int8 models of yolact_resnet50 and yolact_plus_resnet50, or of one model at several
-                    input sizes (square and rectangular: the input size is printed), in one interleaved run
+                    input sizes (square and rectangular: the input size is printed), in one run
 
 Every runtime gets -num_threads threads (the Predictor: TensorFlow's default pools, i.e. all cores). Printed: ms
 per photo (mean), its stages, the ratio to the first variant, detections above 0.3 per photo (a sanity check of the
@@ -169,20 +173,20 @@ def profile_tflite_int8(path, inputs):
         other = {f"{op}:{dt}": v for (op, dt), v in rows.items()
                  if dt != "INT8" and op not in ("QUANTIZE", "DEQUANTIZE")}
         print(f"  {part}: {sum(rows.values())} ops, {int8} int8; (de)quantize {qdq}; not int8 {other}")
-    interpreters = {}
+    times = {}
     for name, model in (("whole graph", content), ("network only", network_only(content))):
+        # each model on its own, warm (one interpreter at a time: see the module docstring on interleaving)
         it = Interpreter(model_content=model, num_threads=FLAGS.num_threads)
         it.allocate_tensors()
-        interpreters[name] = it
-    times = {k: [] for k in interpreters}
-    for r in range(FLAGS.rounds + 1):
-        for x in inputs:
-            for name, it in interpreters.items():
+        times[name] = []
+        for r in range(FLAGS.rounds + 1):
+            for x in inputs:
                 it.set_tensor(it.get_input_details()[0]["index"], x)
                 t0 = time.perf_counter()
                 it.invoke()
                 if r:
                     times[name].append(time.perf_counter() - t0)
+        del it
     whole, net = (1000 * float(np.median(times[k])) for k in ("whole graph", "network only"))
     print(f"  invoke median: whole graph {whole:.1f} ms, network only {net:.1f} ms, detection stage "
           f"{whole - net:.1f} ms ({100 * (whole - net) / whole:.0f} %)")
@@ -252,26 +256,26 @@ def truncated(content: bytes, num_ops: int) -> bytes:
 
 def profile_dcn_blocks(content: bytes, blocks, x):
     """Time of each DCNv2 layer inside the int8 graph: the graph cut just before and just after the layer's ops
-    (:func:`truncated`), the difference of their invoke times (min of 2 * -rounds + 1 interleaved invokes). LiteRT's
-    Python package has no per-op profiler; ops of a layer are contiguous in the converter's order up to a few
-    interleaved neighbours, so the per-layer figures are approximate, their sum close."""
+    (:func:`truncated`), the difference of their invoke times (each cut graph timed on its own, warm: the min of
+    2 * -rounds + 1 consecutive invokes; interleaving interpreters slows each by the others' thread pools and
+    memory). LiteRT's Python package has no per-op profiler; ops of a layer are contiguous in the converter's order
+    up to a few interleaved neighbours, so the per-layer figures are approximate, their sum close."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     cuts = sorted({c for span in blocks.values() for c in span})
-    interpreters = {}
+    best = {}
     for n in cuts:
         it = Interpreter(model_content=truncated(content, n), num_threads=FLAGS.num_threads)
         it.allocate_tensors()
         it.set_tensor(it.get_input_details()[0]["index"], x)
         it.invoke()
-        interpreters[n] = it
-    best = {n: float("inf") for n in cuts}
-    for _ in range(2 * FLAGS.rounds + 1):
-        for n, it in interpreters.items():
+        best[n] = float("inf")
+        for _ in range(2 * FLAGS.rounds + 1):
             t0 = time.perf_counter()
             it.invoke()
             best[n] = min(best[n], time.perf_counter() - t0)
+        del it
     per = {name: 1000 * (best[b] - best[a]) for name, (a, b) in sorted(blocks.items())}
     print(f"  DCNv2 layers ({len(per)}): {sum(per.values()):.1f} ms in all; "
           + ", ".join(f"{name} {ms:.1f}" for name, ms in per.items()))
@@ -328,18 +332,18 @@ def main(argv):
     totals = {v: collections.Counter() for v in runners}
     detections = collections.Counter()
     matches = {v: [] for v in runners}
+    first = {}  # photo index -> (model name, the first variant's result), from the warm-up pass
     for r in range(FLAGS.rounds + 1):
-        for image in photos:
-            first = None
-            for v, runner in runners.items():
+        for v, runner in runners.items():
+            for i, image in enumerate(photos):
                 timings = {}
                 result = runner.predict(image, timings)
-                first = first or (runner.cfg.name, result)
+                first.setdefault(i, (runner.cfg.name, result))
                 if r:
                     totals[v].update(timings)
                     detections[v] += int((result["scores"] > 0.3).sum())
-                elif FLAGS.agreement and runner.cfg.name == first[0]:
-                    matches[v] += match_detections(first[1], result, 0.3)
+                elif FLAGS.agreement and v != FLAGS.variants[0] and runner.cfg.name == first[i][0]:
+                    matches[v] += match_detections(first[i][1], result, 0.3)
     load_after = os.getloadavg()[0]
     n = FLAGS.rounds * len(photos)
     cfg = next(iter(runners.values())).cfg
