@@ -19,7 +19,8 @@ yolact_resnet50 99.5 vs 97.6 ms per invoke, yolact_plus_resnet50 196.9 vs 178.9 
   openvino_int8     -openvino_int8 IR (benchmarks/openvino_int8.py: NNCF post-training quantization)
   PATH              any exported model (.tflite / .onnx / .xml file or SavedModel folder, config.json beside it):
                     e.g. the int8 models of yolact_resnet50 and yolact_plus_resnet50, or of one model at several
-                    input sizes (square and rectangular: the input size is printed), in one run
+                    input sizes (square and rectangular: the input size is printed), in one run;
+                    PATH.xml:bfloat16 runs an OpenVINO IR with bfloat16 arithmetic (as openvino_bfloat16)
 
 Every runtime gets -num_threads threads (the Predictor: TensorFlow's default pools, i.e. all cores). Printed: ms
 per photo (mean), its stages, the ratio to the first variant, detections above 0.3 per photo (a sanity check of the
@@ -70,9 +71,21 @@ flags.DEFINE_boolean("profile", False, "also print the int8 op census / network-
 DETECTION_SCOPE = "detection_generator"
 
 
+def _bf16_file(variant):
+    """``PATH.xml:bfloat16`` -> PATH.xml (an OpenVINO IR file run with bfloat16 arithmetic), else None."""
+    path, _, precision = variant.rpartition(":")
+    return path if precision == "bfloat16" and path.endswith(".xml") and os.path.isfile(path) else None
+
+
+def _is_file_variant(variant):
+    return os.path.exists(variant) or _bf16_file(variant) is not None
+
+
 def _path(variant):
     if os.path.exists(variant):
         return variant
+    if _bf16_file(variant):
+        return _bf16_file(variant)
     if variant == "saved_model":
         return FLAGS.export_dir
     files = {"tflite_float32": "yolact_float32.tflite", "tflite_float16": "yolact_float16.tflite",
@@ -101,7 +114,7 @@ def build(variant):
     cfg, label_map, _ = resolve_run(path)
     if os.path.exists(variant):
         return open_model(path, cfg, label_map, FLAGS.num_threads)
-    if variant == "openvino_bfloat16":  # the float32 IR with OpenVINO's bfloat16 arithmetic (inference.py -precision)
+    if variant == "openvino_bfloat16" or _bf16_file(variant):  # the float32 IR, bfloat16 arithmetic (-precision)
         return open_model(path, cfg, label_map, FLAGS.num_threads, precision="bfloat16")
     return open_model(path, cfg, label_map, FLAGS.num_threads)
 
@@ -306,18 +319,18 @@ def profile_openvino(name, path, inputs):
 
 def _label(variant):
     """A variant's name, or for a model file / folder: ``<config name> <input size> <file name>``."""
-    if not os.path.exists(variant):
+    if not _is_file_variant(variant):
         return variant
     from yolact.checkpoint import resolve_run
 
-    cfg = resolve_run(variant)[0]
+    cfg = resolve_run(_path(variant))[0]
     return f"{cfg.name} {cfg.img_size_text} {os.path.basename(os.path.normpath(variant))}"
 
 
 def main(argv):
     del argv
     if not FLAGS.export_dir and any(v not in ("inproc_float32", "inproc_bfloat16", "openvino_int8")
-                                    and not os.path.exists(v)
+                                    and not _is_file_variant(v)
                                     for v in FLAGS.variants):
         raise UserError("-export_dir is required for the exported variants")
     from yolact.ops.image_io import read_image
