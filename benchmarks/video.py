@@ -2,7 +2,7 @@
 previous sequential loop, all in one process, interleaved.
 
 For each form (``checkpoint``: the in-process Predictor of a run folder; ``saved_model``, ``float32``, ``int8``
-(.tflite), ``onnx`` of an export folder) and each thread count of ``-num_threads`` (LiteRT / onnxruntime; the
+(.tflite), ``onnx``, ``openvino`` / ``openvino_bfloat16`` (.xml) of an export folder) and each thread count of ``-num_threads`` (LiteRT / onnxruntime; the
 other forms use TensorFlow's own pools), three rates on the first ``-frames`` frames of ``-video``
 (decode -> inference -> masks -> overlay -> encode to .mp4):
 
@@ -40,7 +40,8 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "run folder (config.json, label_map.json, weights) for the 'checkpoint' form")
 flags.DEFINE_string("export", None, "export folder (SavedModel, yolact_float32/int8.tflite, yolact.onnx)")
-flags.DEFINE_list("forms", ["checkpoint", "saved_model", "float32", "int8", "onnx"], "forms to measure")
+flags.DEFINE_list("forms", ["checkpoint", "saved_model", "float32", "int8", "onnx"], "forms to measure (also "
+                  "openvino, openvino_bfloat16: the export's yolact_openvino.xml)")
 flags.DEFINE_list("num_threads", ["default", "1", "2"], "LiteRT / onnxruntime threads to try ('default': the "
                   "runtime's own choice)")
 flags.DEFINE_list("spinning", ["off"], "onnxruntime thread spin-waiting to try: on (its default), off (the video "
@@ -119,9 +120,14 @@ def load(form, threads, spinning=True):
         return Predictor.from_checkpoint(FLAGS.run)
     path = {"saved_model": FLAGS.export, "float32": os.path.join(FLAGS.export, "yolact_float32.tflite"),
             "int8": os.path.join(FLAGS.export, "yolact_int8.tflite"),
-            "onnx": os.path.join(FLAGS.export, "yolact.onnx")}[form]
+            "onnx": os.path.join(FLAGS.export, "yolact.onnx"),
+            "openvino": os.path.join(FLAGS.export, "yolact_openvino.xml"),
+            "openvino_bfloat16": os.path.join(FLAGS.export, "yolact_openvino.xml")}[form]
     run = resolve_run(path, None, None, None)
     with cli.native_noise_filtered():
+        if form.startswith("openvino"):  # inference.py -model yolact_openvino.xml [-precision bfloat16]
+            return open_model(path, run.cfg, run.label_map, threads,
+                              precision="bfloat16" if form == "openvino_bfloat16" else "float32")
         return open_model(path, run.cfg, run.label_map, threads, spinning)
 
 
