@@ -17,10 +17,16 @@ C4 35x35x256, C5 18x18x512), random inputs (offsets ~1 px, modulation in [0, 1])
 
 from __future__ import annotations
 
+import pathlib
+import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from utils import cli  # noqa: E402  (after the sys.path line)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("runs", 15, "timed calls per model (after 3 warm-up calls)")
@@ -107,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.quiet_startup(__name__)
+    cli.run(main)
