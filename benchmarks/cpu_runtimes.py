@@ -84,8 +84,9 @@ def _is_file_variant(variant):
 def _path(variant):
     if os.path.exists(variant):
         return variant
-    if _bf16_file(variant):
-        return _bf16_file(variant)
+    bf16 = _bf16_file(variant)
+    if bf16:
+        return bf16
     if variant == "saved_model":
         return FLAGS.export_dir
     files = {"tflite_float32": "yolact_float32.tflite", "tflite_float16": "yolact_float16.tflite",

@@ -17,8 +17,10 @@ C4 35x35x256, C5 18x18x512), random inputs (offsets ~1 px, modulation in [0, 1])
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -73,9 +75,6 @@ def _median_ms(call) -> float:
 
 def main(argv):
     del argv
-    import os
-    import tempfile
-
     import onnxruntime as ort
     import openvino as ov
 

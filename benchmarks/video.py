@@ -2,9 +2,9 @@
 previous sequential loop, all in one process, interleaved.
 
 For each form (``checkpoint``: the in-process Predictor of a run folder; ``saved_model``, ``float32``, ``int8``
-(.tflite), ``onnx``, ``openvino`` / ``openvino_bfloat16`` (.xml) of an export folder) and each thread count of ``-num_threads`` (LiteRT / onnxruntime; the
-other forms use TensorFlow's own pools), three rates on the first ``-frames`` frames of ``-video``
-(decode -> inference -> masks -> overlay -> encode to .mp4):
+(.tflite), ``onnx``, ``openvino`` / ``openvino_bfloat16`` (.xml) of an export folder) and each thread count of
+``-num_threads`` (LiteRT / onnxruntime; the other forms use TensorFlow's or OpenVINO's own pools), three rates on
+the first ``-frames`` frames of ``-video`` (decode -> inference -> masks -> overlay -> encode to .mp4):
 
 * ``graph``: ``Runner.run`` alone on one preprocessed frame, repeated (the form's network + NMS + masks graph);
 * ``sequential``: the loop inference.py ran before the pipeline (read, predict, draw, write one frame after the
